@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Brings up a one-machine farm and builds the bundled examples through its API.
+# Assumes deploy/local/install.sh ran (make demo does that first).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+farm=.venv/bin/farm
+export FARM_WEB_URL=${FARM_WEB_URL:-http://127.0.0.1:8000}
+export FARM_SERVER=$FARM_WEB_URL
+
+echo "== starting Redis, registry, Docker engine, web app and worker"
+$farm local up
+
+# Builds here trust the machine's extra CA certificates (a proxy's, for example).
+extra_ca=()
+for cert in /usr/local/share/ca-certificates/*.crt; do
+  [ -f "$cert" ] && extra_ca+=(--extra-ca "$cert")
+done
+echo "== making the base images offline and seeding them into the registry"
+$farm base-images build --push "${extra_ca[@]}"
+
+echo "== submitting the examples"
+ids=()
+for example in examples/*/; do
+  name=$(basename "$example")
+  [ -f "$example/Dockerfile" ] || continue
+  id=$($farm submit "$example" --tag "demo/$name:latest" --quiet)
+  echo "$name: build $id  $FARM_WEB_URL/builds/$id"
+  ids+=("$id")
+done
+
+echo "== waiting for the builds"
+status=0
+$farm wait "${ids[@]}" || status=$?
+echo
+echo "Watch them at $FARM_WEB_URL/  (stop the farm with: $farm local down)"
+exit $status

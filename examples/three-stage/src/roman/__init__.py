@@ -1,0 +1,1 @@
+"""Roman numerals over HTTP: the program of the three-stage example."""

@@ -1,0 +1,3 @@
+module farmexamples/webgo
+
+go 1.19

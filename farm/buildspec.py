@@ -1,0 +1,225 @@
+"""What a build request asks for, validated before anything is recorded or run."""
+
+from __future__ import annotations
+
+import posixpath
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+from farm.errors import InvalidRequest
+
+MAX_TAGS = 10
+MAX_BUILD_ARGS = 64
+MAX_VALUE_CHARS = 4096
+MAX_PATH_CHARS = 1024
+
+_STAGE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+_ARG_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+# Docker's reference grammar: lowercase path components joined by '/', optional tag.
+_REPO_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+_REPOSITORY = re.compile(rf"^{_REPO_COMPONENT}(?:/{_REPO_COMPONENT})*$")
+_TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+_REF = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_./+-]{0,254}$")
+_SCP_LIKE = re.compile(r"^[A-Za-z0-9_.-]+@[A-Za-z0-9_.-]+:[^:]")
+_GIT_SCHEMES = {"https", "http", "git", "ssh"}
+
+
+@dataclass(frozen=True)
+class GitSource:
+    """A repository URL and the branch, tag or commit to build."""
+
+    url: str
+    ref: str
+
+    kind = "git"
+
+
+@dataclass(frozen=True)
+class ArchiveSource:
+    """An uploaded .tar.gz of the source, stored by its SHA-256."""
+
+    sha256: str
+    size_bytes: int
+    filename: str = ""
+
+    kind = "archive"
+
+
+Source = GitSource | ArchiveSource
+
+
+@dataclass(frozen=True)
+class BuildSpec:
+    """A validated build request: where the source is and how to build it."""
+
+    source: Source
+    context: str = "."
+    dockerfile: str = "Dockerfile"
+    target: str | None = None
+    build_args: dict[str, str] = field(default_factory=dict)
+    tags: tuple[str, ...] = ()
+
+    @property
+    def dockerfile_in_context(self) -> str:
+        """The Dockerfile's path relative to the source root."""
+        return posixpath.normpath(posixpath.join(self.context, self.dockerfile))
+
+
+def parse_spec(data: Mapping[str, Any], source: Source) -> BuildSpec:
+    """Validate the build options of a request (JSON body or form) around ``source``."""
+    return BuildSpec(
+        source=source,
+        context=clean_relative_path(data.get("context") or ".", field="context"),
+        dockerfile=clean_relative_path(
+            data.get("dockerfile") or "Dockerfile", field="dockerfile"
+        ),
+        target=clean_target(data.get("target")),
+        build_args=clean_build_args(data.get("build_args") or {}),
+        tags=clean_tags(data.get("tags") or []),
+    )
+
+
+def parse_git_source(url: Any, ref: Any, *, allow_file_urls: bool = False) -> GitSource:
+    return GitSource(
+        url=clean_git_url(url, allow_file_urls=allow_file_urls),
+        ref=clean_git_ref(ref),
+    )
+
+
+def clean_git_url(url: Any, *, allow_file_urls: bool = False) -> str:
+    """Accept http(s), git, ssh and scp-like URLs; refuse transports that run code."""
+    if not isinstance(url, str) or not url.strip():
+        raise InvalidRequest("Give the git repository URL.", field="git_url")
+    url = url.strip()
+    if len(url) > MAX_PATH_CHARS or any(ch.isspace() or ord(ch) < 32 for ch in url):
+        raise InvalidRequest(
+            "The git URL has spaces or control characters.", field="git_url"
+        )
+    if url.startswith("-") or "::" in url.split("/", 1)[0]:
+        raise InvalidRequest(
+            "The git URL must be http(s)://, git://, ssh:// or user@host:path.",
+            field="git_url",
+        )
+    if _SCP_LIKE.match(url):
+        return url
+    scheme = urlsplit(url).scheme.lower()
+    if scheme == "file" and allow_file_urls:
+        return url
+    if scheme not in _GIT_SCHEMES:
+        raise InvalidRequest(
+            f"Git URLs with scheme {scheme or 'none'!r} are not "
+            "accepted; use http(s)://, git:// or ssh://.",
+            field="git_url",
+        )
+    if not urlsplit(url).hostname:
+        raise InvalidRequest("The git URL names no host.", field="git_url")
+    return url
+
+
+def clean_git_ref(ref: Any) -> str:
+    """A branch, tag or commit name that git cannot mistake for an option."""
+    if ref is None or ref == "":
+        return "HEAD"
+    if not isinstance(ref, str) or not _REF.match(ref):
+        raise InvalidRequest(
+            "The git ref must be a branch, tag or commit name "
+            "(letters, digits, '.', '_', '/', '-', '+').",
+            field="git_ref",
+        )
+    if ".." in ref or ref.endswith((".lock", "/", ".")) or "//" in ref:
+        raise InvalidRequest("The git ref is not a valid ref name.", field="git_ref")
+    return ref
+
+
+def clean_relative_path(value: Any, *, field: str) -> str:
+    """A path inside the source tree: relative, normalised, never climbing out."""
+    if not isinstance(value, str) or len(value) > MAX_PATH_CHARS or "\x00" in value:
+        raise InvalidRequest(
+            f"The {field} must be a path inside the source.", field=field
+        )
+    path = posixpath.normpath(value.strip() or ".")
+    if path.startswith("/") or path == ".." or path.startswith("../"):
+        raise InvalidRequest(
+            f"The {field} must be a relative path inside the source, not {value!r}.",
+            field=field,
+        )
+    return path
+
+
+def clean_target(value: Any) -> str | None:
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str) or not _STAGE.match(value):
+        raise InvalidRequest(
+            "The target must be a stage name from the Dockerfile.", field="target"
+        )
+    return value
+
+
+def clean_build_args(value: Any) -> dict[str, str]:
+    """Build args as a name → string mapping, or a list of ``NAME=value`` strings."""
+    if isinstance(value, list | tuple):
+        value = dict(_split_assignment(item) for item in value)
+    if not isinstance(value, Mapping):
+        raise InvalidRequest(
+            "Build args must be an object of names to strings.", field="build_args"
+        )
+    if len(value) > MAX_BUILD_ARGS:
+        raise InvalidRequest(
+            f"At most {MAX_BUILD_ARGS} build args are accepted.", field="build_args"
+        )
+    cleaned: dict[str, str] = {}
+    for name, arg in value.items():
+        if not isinstance(name, str) or not _ARG_NAME.match(name):
+            raise InvalidRequest(
+                f"Build arg name {name!r} is not valid.", field="build_args"
+            )
+        if isinstance(arg, bool) or not isinstance(arg, str | int | float):
+            raise InvalidRequest(
+                f"Build arg {name} must be a string.", field="build_args"
+            )
+        if len(str(arg)) > MAX_VALUE_CHARS:
+            raise InvalidRequest(
+                f"Build arg {name} is longer than {MAX_VALUE_CHARS} characters.",
+                field="build_args",
+            )
+        cleaned[name] = str(arg)
+    return cleaned
+
+
+def _split_assignment(item: Any) -> tuple[str, str]:
+    if not isinstance(item, str) or "=" not in item:
+        raise InvalidRequest(
+            f"Build arg {item!r} must look like NAME=value.", field="build_args"
+        )
+    name, _, arg = item.partition("=")
+    return name.strip(), arg
+
+
+def clean_tags(value: Any) -> tuple[str, ...]:
+    """Image names (``repository[:tag]``) to push under the farm's registry."""
+    if isinstance(value, str):
+        value = [part for part in re.split(r"[\s,]+", value) if part]
+    if not isinstance(value, list | tuple):
+        raise InvalidRequest(
+            "Tags must be a list of names like 'web:1.0'.", field="tags"
+        )
+    if len(value) > MAX_TAGS:
+        raise InvalidRequest(f"At most {MAX_TAGS} tags are accepted.", field="tags")
+    return tuple(dict.fromkeys(clean_tag(tag) for tag in value))
+
+
+def clean_tag(tag: Any) -> str:
+    if not isinstance(tag, str) or len(tag) > 255:
+        raise InvalidRequest("Each tag must be a name like 'web:1.0'.", field="tags")
+    repository, _, version = tag.partition(":")
+    if not _REPOSITORY.match(repository) or (version and not _TAG.match(version)):
+        raise InvalidRequest(
+            f"Tag {tag!r} is not a valid image name: use lowercase "
+            "'name[:tag]', without a registry host.",
+            field="tags",
+        )
+    return f"{repository}:{version or 'latest'}"

@@ -1,0 +1,185 @@
+"""Commands that talk to a running farm over its API: submit, status, logs, cancel."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from farm.client import ApiError, FarmClient
+
+EXIT_BUILD_FAILED = 1
+EXIT_API_ERROR = 3
+
+server_option = click.option(
+    "--server",
+    default=lambda: os.environ.get("FARM_SERVER", "http://127.0.0.1:8000"),
+    show_default="$FARM_SERVER or http://127.0.0.1:8000",
+    help="The farm's web address.",
+)
+
+
+def _client(server: str) -> FarmClient:
+    return FarmClient(server)
+
+
+def _fail(exc: ApiError) -> None:
+    click.echo(f"error: {exc.message} ({exc.code})", err=True)
+    sys.exit(EXIT_API_ERROR)
+
+
+def _summary(build: dict[str, Any]) -> str:
+    line = f"{build['id']}  {build['state']}"
+    if build.get("image"):
+        line += f"  {build['image']['references'][0]}@{build['image']['digest']}"
+    if build.get("error"):
+        error = build["error"]
+        where = ", ".join(
+            f"{k} {error[k]}" for k in ("stage", "dockerfile_line") if error.get(k)
+        )
+        line += f"  error: {error['message']}" + (f" ({where})" if where else "")
+    return line
+
+
+@click.command()
+@click.argument("source")
+@click.option("--ref", default="", help="Git branch, tag or commit (git sources).")
+@click.option(
+    "--context",
+    default=".",
+    show_default=True,
+    help="Folder inside the source to use as build context.",
+)
+@click.option(
+    "--dockerfile",
+    "-f",
+    default="Dockerfile",
+    show_default=True,
+    help="Dockerfile path, relative to the context.",
+)
+@click.option("--target", default=None, help="Stage to build.")
+@click.option("--tag", "-t", "tags", multiple=True, help="Image name[:tag] to push.")
+@click.option("--build-arg", "build_args", multiple=True, help="NAME=value.")
+@click.option("--wait", is_flag=True, help="Follow the log and wait for the end.")
+@click.option("--json", "as_json", is_flag=True, help="Print the build as JSON.")
+@click.option("--quiet", "-q", is_flag=True, help="Print only the build id.")
+@server_option
+def submit(
+    source: str,
+    ref: str,
+    context: str,
+    dockerfile: str,
+    target: str | None,
+    tags: tuple[str, ...],
+    build_args: tuple[str, ...],
+    wait: bool,
+    as_json: bool,
+    quiet: bool,
+    server: str,
+) -> None:
+    """Build SOURCE: a local folder (uploaded) or a git URL."""
+    client = _client(server)
+    options: dict[str, Any] = {
+        "context": context,
+        "dockerfile": dockerfile,
+        "target": target,
+        "tags": list(tags),
+        "build_arg": list(build_args),
+    }
+    try:
+        if Path(source).is_dir():
+            build = client.submit_folder(Path(source), options)
+        else:
+            options["build_args"] = options.pop("build_arg")
+            build = client.submit_git(source, ref, options)
+        if quiet and not wait:
+            click.echo(build["id"])
+            return
+        if not wait:
+            click.echo(
+                json.dumps(build, indent=2)
+                if as_json
+                else f"{build['id']}  queued  {build['page_url']}"
+            )
+            return
+        click.echo(f"build {build['id']} queued: {build['page_url']}", err=True)
+        for line in client.follow_log(build["id"]):
+            click.echo(line, err=True)
+        build = client.wait(build["id"])
+    except ApiError as exc:
+        _fail(exc)
+        return
+    click.echo(json.dumps(build, indent=2) if as_json else _summary(build))
+    if build["state"] != "succeeded":
+        sys.exit(EXIT_BUILD_FAILED)
+
+
+@click.command()
+@click.argument("build_id", required=False)
+@click.option("--state", "states", multiple=True, help="Only builds in this state.")
+@click.option("--json", "as_json", is_flag=True)
+@server_option
+def status(
+    build_id: str | None, states: tuple[str, ...], as_json: bool, server: str
+) -> None:
+    """Show one build, or list recent builds."""
+    try:
+        builds = (
+            [_client(server).get(build_id)]
+            if build_id
+            else _client(server).list(states=states)
+        )
+    except ApiError as exc:
+        _fail(exc)
+        return
+    for build in builds:
+        click.echo(json.dumps(build, indent=2) if as_json else _summary(build))
+
+
+@click.command()
+@click.argument("build_id")
+@click.option(
+    "--follow", "-f", is_flag=True, help="Keep printing until the build ends."
+)
+@server_option
+def logs(build_id: str, follow: bool, server: str) -> None:
+    """Print a build's log."""
+    client = _client(server)
+    try:
+        lines = client.follow_log(build_id) if follow else client.log(build_id)["lines"]
+        for line in lines:
+            click.echo(line)
+    except ApiError as exc:
+        _fail(exc)
+
+
+@click.command()
+@click.argument("build_id")
+@server_option
+def cancel(build_id: str, server: str) -> None:
+    """Cancel a queued or running build."""
+    try:
+        click.echo(_summary(_client(server).cancel(build_id)))
+    except ApiError as exc:
+        _fail(exc)
+
+
+@click.command()
+@click.argument("build_ids", nargs=-1, required=True)
+@server_option
+def wait(build_ids: tuple[str, ...], server: str) -> None:
+    """Wait for builds to end; exit 1 unless all of them succeeded."""
+    client = _client(server)
+    try:
+        builds = [client.wait(build_id) for build_id in build_ids]
+    except ApiError as exc:
+        _fail(exc)
+        return
+    for build in builds:
+        click.echo(_summary(build))
+    if any(build["state"] != "succeeded" for build in builds):
+        sys.exit(EXIT_BUILD_FAILED)

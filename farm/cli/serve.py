@@ -1,0 +1,70 @@
+"""Commands that run the farm's own processes: the web app and a build worker."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import click
+from gunicorn.app.base import BaseApplication
+
+from farm.config import Settings
+
+logger = logging.getLogger(__name__)
+
+
+class WebServer(BaseApplication):  # type: ignore[misc]
+    """Gunicorn serving the Flask app: one process, threads for slow clients."""
+
+    def __init__(self, app: Any, options: dict[str, Any]) -> None:
+        self.application = app
+        self.options = options
+        super().__init__()
+
+    def load_config(self) -> None:
+        for key, value in self.options.items():
+            self.cfg.set(key, value)
+
+    def load(self) -> Any:
+        return self.application
+
+
+@click.command()
+@click.option(
+    "--bind",
+    default="127.0.0.1:8000",
+    show_default=True,
+    envvar="FARM_WEB_BIND",
+    help="Address and port to listen on.",
+)
+@click.option("--threads", default=16, show_default=True)
+def web(bind: str, threads: int) -> None:
+    """Serve the web pages, the API and /metrics."""
+    from web.app import create_app
+
+    app = create_app(Settings.from_env())
+    WebServer(
+        app,
+        {
+            "bind": bind,
+            "workers": 1,
+            "threads": threads,
+            "worker_class": "gthread",
+            "timeout": 120,
+            "accesslog": "-",
+        },
+    ).run()
+
+
+@click.command()
+@click.option(
+    "--concurrency",
+    type=int,
+    default=None,
+    help="Builds run at once on this node (FARM_WORKER_CONCURRENCY).",
+)
+def worker(concurrency: int | None) -> None:
+    """Run a build worker for this node's Docker engine."""
+    from workers.tasks import run_worker
+
+    run_worker(Settings.from_env(worker_concurrency=concurrency))

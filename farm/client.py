@@ -1,0 +1,132 @@
+"""A small HTTP client for the farm's API, used by the ``farm`` command line."""
+
+from __future__ import annotations
+
+import io
+import logging
+import tarfile
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import requests
+
+from farm.errors import FarmError
+
+logger = logging.getLogger(__name__)
+
+SKIPPED_FOLDERS = {".git", "node_modules", "__pycache__", ".venv"}
+
+
+class ApiError(FarmError):
+    """The farm answered with an error, or could not be reached."""
+
+    code = "api_error"
+
+    def __init__(
+        self, message: str, *, code: str = "api_error", status: int | None = None
+    ) -> None:
+        super().__init__(message)
+        self.code = code
+        self.status = status or 0
+
+
+def pack_folder(folder: Path) -> bytes:
+    """A .tar.gz of ``folder`` for upload, without VCS and dependency folders."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz", format=tarfile.GNU_FORMAT) as tar:
+        for path in sorted(folder.rglob("*")):
+            relative = path.relative_to(folder)
+            if SKIPPED_FOLDERS.intersection(relative.parts):
+                continue
+            tar.add(path, arcname=relative.as_posix(), recursive=False)
+    return buffer.getvalue()
+
+
+class FarmClient:
+    """Submit builds and follow them through ``/api/v1``."""
+
+    def __init__(self, server_url: str, *, timeout_seconds: float = 60) -> None:
+        self.server_url = server_url.rstrip("/")
+        self.timeout_seconds = timeout_seconds
+        self.session = requests.Session()
+
+    def _call(self, method: str, path: str, **kwargs: Any) -> Any:
+        url = f"{self.server_url}/api/v1{path}"
+        try:
+            response = self.session.request(
+                method, url, timeout=self.timeout_seconds, **kwargs
+            )
+        except requests.RequestException as exc:
+            raise ApiError(
+                f"Could not reach the farm at {self.server_url}: {exc}",
+                code="unreachable",
+            ) from exc
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        if response.status_code >= 400:
+            error = (body or {}).get("error", {}) if isinstance(body, dict) else {}
+            raise ApiError(
+                error.get("message") or f"HTTP {response.status_code}",
+                code=error.get("code", "http_error"),
+                status=response.status_code,
+            )
+        return body
+
+    def submit_git(
+        self, url: str, ref: str, options: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        return self._call(
+            "POST", "/builds", json={"git_url": url, "git_ref": ref, **options}
+        )
+
+    def submit_folder(self, folder: Path, options: Mapping[str, Any]) -> dict[str, Any]:
+        fields: list[tuple[str, str]] = []
+        for name, value in options.items():
+            values = value if isinstance(value, list | tuple) else [value]
+            fields += [(name, str(item)) for item in values if item is not None]
+        files = {
+            "archive": (
+                f"{folder.name or 'source'}.tar.gz",
+                pack_folder(folder),
+                "application/gzip",
+            )
+        }
+        return self._call("POST", "/builds", data=fields, files=files)
+
+    def get(self, build_id: str) -> dict[str, Any]:
+        return self._call("GET", f"/builds/{build_id}")
+
+    def list(
+        self, *, states: Sequence[str] = (), limit: int = 20
+    ) -> list[dict[str, Any]]:
+        params = {"limit": limit, "state": ",".join(states)}
+        return self._call("GET", "/builds", params=params)["builds"]
+
+    def cancel(self, build_id: str) -> dict[str, Any]:
+        return self._call("POST", f"/builds/{build_id}/cancel")
+
+    def log(self, build_id: str, *, start: int = 0) -> dict[str, Any]:
+        return self._call("GET", f"/builds/{build_id}/log", params={"start": start})
+
+    def follow_log(self, build_id: str, *, poll_seconds: float = 1.0) -> Iterator[str]:
+        """Yield log lines as they arrive until the build ends."""
+        start = 0
+        while True:
+            chunk = self.log(build_id, start=start)
+            yield from chunk["lines"]
+            start = chunk["next"]
+            if chunk["finished"]:
+                return
+            time.sleep(poll_seconds)
+
+    def wait(self, build_id: str, *, poll_seconds: float = 1.0) -> dict[str, Any]:
+        """Poll until the build reaches a final state, and return it."""
+        while True:
+            build = self.get(build_id)
+            if build["state"] in {"succeeded", "failed", "cancelled"}:
+                return build
+            time.sleep(poll_seconds)

@@ -1,0 +1,72 @@
+"""The farm's settings: one value object, filled from ``FARM_*`` variables."""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from farm.errors import InvalidRequest
+
+ENV_PREFIX = "FARM_"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything a farm process needs to know about its surroundings."""
+
+    database_url: str = "sqlite:////var/lib/farm/farm.db"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    registry: str = "127.0.0.1:5000"
+    engine_url: str = "unix:///run/farm/engines/node0/docker.sock"
+    web_url: str = "http://127.0.0.1:8000"
+    secret_key: str = ""
+    queue: str = "builds"
+    worker_name: str = field(default_factory=socket.gethostname)
+    worker_concurrency: int = 2
+    work_dir: Path = Path("/var/tmp/farm")
+    max_archive_bytes: int = 256 * 1024 * 1024
+    build_timeout_seconds: int = 3600
+    allow_file_urls: bool = False
+    log_level: str = "INFO"
+
+    @classmethod
+    def from_env(
+        cls, environ: Mapping[str, str] | None = None, **overrides: Any
+    ) -> Settings:
+        """Read ``FARM_<FIELD>`` variables; explicit overrides win over them."""
+        environ = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for item in fields(cls):
+            raw = environ.get(ENV_PREFIX + item.name.upper())
+            if raw is not None:
+                values[item.name] = _convert(item.name, item.type, raw)
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)
+
+
+def _convert(name: str, kind: Any, raw: str) -> Any:
+    kind = str(kind)
+    try:
+        if kind == "int":
+            return int(raw)
+        if kind == "bool":
+            return _parse_bool(raw)
+    except ValueError as exc:
+        variable = ENV_PREFIX + name.upper()
+        raise InvalidRequest(f"{variable}={raw!r} is not a valid {kind}.") from exc
+    if kind == "Path":
+        return Path(raw)
+    return raw
+
+
+def _parse_bool(raw: str) -> bool:
+    lowered = raw.strip().lower()
+    if lowered in {"1", "true", "yes", "on"}:
+        return True
+    if lowered in {"0", "false", "no", "off", ""}:
+        return False
+    raise ValueError(raw)

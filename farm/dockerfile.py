@@ -1,0 +1,375 @@
+"""Read a Dockerfile into stages and instructions, and map BuildKit steps back to it.
+
+Pure text handling, no I/O. The rules follow the Dockerfile reference
+(https://docs.docker.com/reference/dockerfile/): parser directives at the top,
+comments, line continuations with the escape character, ``ARG`` before the first
+``FROM``, ``FROM image AS name`` and here-documents (``<<EOF``).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from farm.errors import InvalidRequest
+
+# fmt: off
+KEYWORDS = frozenset({
+    "ADD", "ARG", "CMD", "COPY", "ENTRYPOINT", "ENV", "EXPOSE", "FROM",
+    "HEALTHCHECK", "LABEL", "MAINTAINER", "ONBUILD", "RUN", "SHELL",
+    "STOPSIGNAL", "USER", "VOLUME", "WORKDIR",
+})
+# fmt: on
+# Instructions that BuildKit turns into numbered steps; FROM is always step 1.
+STEP_KEYWORDS = frozenset({"ADD", "COPY", "RUN", "WORKDIR"})
+HEREDOC_KEYWORDS = frozenset({"ADD", "COPY", "RUN"})
+DIRECTIVES = frozenset({"syntax", "escape", "check"})
+
+_DIRECTIVE = re.compile(r"#\s*([a-zA-Z][a-zA-Z0-9]*)\s*=\s*(.*?)\s*$")
+_HEREDOC = re.compile(r"<<(-?)([\"']?)([A-Za-z_][A-Za-z0-9_]*)\2")
+_STAGE_NAME = re.compile(r"[a-z][a-z0-9_.-]*$")
+_VERTEX = re.compile(
+    r"\[(?P<label>[^\]]*?)\s*(?P<pos>\d+)/(?P<total>\d+)\]\s+(?P<text>.*)", re.DOTALL
+)
+_VARIABLE = re.compile(
+    r"\$(?:\{(?P<braced>[A-Za-z_]\w*)(?::-(?P<default>[^}]*))?\}"
+    r"|(?P<plain>[A-Za-z_]\w*))"
+)
+
+
+@dataclass(frozen=True)
+class Instruction:
+    """One instruction as written: keyword, argument text and where it starts."""
+
+    keyword: str
+    args: str
+    line: int
+    end_line: int
+    heredocs: tuple[str, ...] = ()
+
+    @property
+    def text(self) -> str:
+        return f"{self.keyword} {self.args}".rstrip()
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One ``FROM`` block: its base image, optional name and instructions."""
+
+    index: int
+    name: str | None
+    base_image: str
+    line: int
+    platform: str | None = None
+    instructions: tuple[Instruction, ...] = ()
+
+    @property
+    def label(self) -> str:
+        """The name BuildKit prints for this stage; unnamed stages are stage-N."""
+        return self.name or f"stage-{self.index}"
+
+
+@dataclass(frozen=True)
+class StepRef:
+    """What a BuildKit vertex name such as ``[build 2/4] RUN make`` says."""
+
+    stage: str | None
+    position: int
+    total: int
+    instruction: str
+
+    @property
+    def keyword(self) -> str:
+        return self.instruction.split(maxsplit=1)[0].upper() if self.instruction else ""
+
+
+@dataclass(frozen=True)
+class Dockerfile:
+    """A parsed Dockerfile: its directives, global ``ARG``s and stages."""
+
+    stages: tuple[Stage, ...]
+    global_args: tuple[Instruction, ...] = ()
+    directives: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def stage_names(self) -> list[str]:
+        """Names given with ``AS``, in file order (unnamed stages are left out)."""
+        return [stage.name for stage in self.stages if stage.name]
+
+    def has_stage(self, name: str) -> bool:
+        return self.stage(name) is not None
+
+    def stage(self, name: str) -> Stage | None:
+        """Find a stage by its ``AS`` name or BuildKit label, case-insensitively."""
+        wanted = name.lower()
+        for stage in self.stages:
+            if wanted in (stage.name, stage.label):
+                return stage
+        return None
+
+    def stage_at_line(self, line: int) -> Stage | None:
+        """Return the stage whose block holds the given 1-based line."""
+        found = None
+        for stage in self.stages:
+            if stage.line <= line:
+                found = stage
+        return found
+
+    def resolved_base(
+        self, stage: Stage, build_args: dict[str, str] | None = None
+    ) -> str:
+        """Expand ``$VAR`` in a stage's base image from global ARGs and build args."""
+        values = _arg_defaults(self.global_args)
+        values.update(build_args or {})
+        return _expand(stage.base_image, values)
+
+    def locate_step(self, vertex_name: str) -> tuple[str, int] | None:
+        """Map a BuildKit vertex name to (stage label, Dockerfile line) of its step."""
+        ref = parse_vertex_name(vertex_name)
+        if ref is None:
+            return None
+        stage = self._stage_for(ref.stage)
+        if stage is None:
+            return None
+        if ref.position == 1 or ref.keyword == "FROM":
+            return stage.label, stage.line
+        found = _match_instruction(stage, ref)
+        return (stage.label, found.line) if found else None
+
+    def _stage_for(self, label: str | None) -> Stage | None:
+        # BuildKit leaves the stage out of step names when there is a single stage.
+        if label is None:
+            return self.stages[0] if len(self.stages) == 1 else None
+        return self.stage(label)
+
+
+def parse_vertex_name(name: str) -> StepRef | None:
+    """Split ``[linux/amd64 build 2/4] RUN make`` into its parts; None if no step."""
+    match = _VERTEX.match(name.strip())
+    if match is None:
+        return None
+    # Multi-platform builds put the platform (it has a slash) before the stage.
+    words = [word for word in match["label"].split() if "/" not in word]
+    return StepRef(
+        stage=words[-1] if words else None,
+        position=int(match["pos"]),
+        total=int(match["total"]),
+        instruction=match["text"].strip(),
+    )
+
+
+def parse_dockerfile(text: str | bytes) -> Dockerfile:
+    """Parse Dockerfile text; raise InvalidRequest(field="dockerfile") if unreadable."""
+    lines = _split_lines(_as_text(text))
+    directives, first = _read_directives(lines)
+    escape = directives.get("escape", "\\")
+    instructions = _read_instructions(lines, first, escape)
+    return _group_stages(instructions, directives)
+
+
+def _invalid(message: str, line: int | None = None, **details: Any) -> InvalidRequest:
+    if line is not None:
+        message = f"Dockerfile line {line}: {message}"
+        details["line"] = line
+    return InvalidRequest(message, field="dockerfile", **details)
+
+
+def _as_text(text: str | bytes) -> str:
+    if isinstance(text, bytes):
+        try:
+            text = text.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            message = "The Dockerfile is not UTF-8 text; save it as UTF-8."
+            raise _invalid(message) from exc
+    if not isinstance(text, str):
+        raise _invalid("The Dockerfile must be text.")
+    if "\x00" in text:
+        raise _invalid("The Dockerfile holds NUL bytes; it looks like a binary file.")
+    return text.removeprefix("\ufeff")
+
+
+def _split_lines(text: str) -> list[str]:
+    return text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+
+
+def _read_directives(lines: list[str]) -> tuple[dict[str, str], int]:
+    """Read parser directives at the top; return them and the first other line."""
+    directives: dict[str, str] = {}
+    for index, line in enumerate(lines):
+        match = _DIRECTIVE.match(line.strip())
+        if match is None or match[1].lower() not in DIRECTIVES:
+            return directives, index
+        key, value = match[1].lower(), match[2]
+        if key in directives:
+            raise _invalid(f"the parser directive {key!r} is given twice", index + 1)
+        if key == "escape" and value not in ("\\", "`"):
+            raise _invalid(
+                "the escape directive must be a backslash or a backtick", index + 1
+            )
+        directives[key] = value
+    return directives, len(lines)
+
+
+def _read_instructions(lines: list[str], first: int, escape: str) -> list[Instruction]:
+    instructions = []
+    index = first
+    while index < len(lines):
+        if _is_blank_or_comment(lines[index]):
+            index += 1
+            continue
+        instruction, index = _read_instruction(lines, index, escape)
+        instructions.append(instruction)
+    return instructions
+
+
+def _read_instruction(
+    lines: list[str], start: int, escape: str
+) -> tuple[Instruction, int]:
+    """Read the instruction starting at ``start``; return it and the next index."""
+    text, index = _join_continuation(lines, start, escape)
+    keyword, *rest = text.strip().split(maxsplit=1)
+    keyword, args = keyword.upper(), (rest[0].strip() if rest else "")
+    if keyword not in KEYWORDS:
+        raise _invalid(f"unknown instruction {keyword!r}", start + 1)
+    heredocs: tuple[str, ...] = ()
+    if keyword in HEREDOC_KEYWORDS:
+        heredocs, index = _read_heredocs(lines, index, args, start)
+    instruction = Instruction(keyword, args, start + 1, index, heredocs)
+    return instruction, index
+
+
+def _join_continuation(lines: list[str], start: int, escape: str) -> tuple[str, int]:
+    """Join a line with the lines its trailing escape character continues onto."""
+    parts = []
+    index = start
+    while index < len(lines):
+        line = lines[index]
+        index += 1
+        if index - 1 > start and _is_blank_or_comment(line):
+            continue  # dropped inside a continuation, as the reference says
+        body = line.rstrip()
+        if not body.endswith(escape):
+            parts.append(line)
+            break
+        parts.append(body[: -len(escape)])
+    return "".join(parts), index
+
+
+def _is_blank_or_comment(line: str) -> bool:
+    stripped = line.strip()
+    return not stripped or stripped.startswith("#")
+
+
+def _read_heredocs(
+    lines: list[str], index: int, args: str, start: int
+) -> tuple[tuple[str, ...], int]:
+    """Consume the bodies of the here-documents an instruction opens."""
+    bodies = []
+    for match in _HEREDOC.finditer(args):
+        strip_tabs, word = match[1] == "-", match[3]
+        body = []
+        while True:
+            if index >= len(lines):
+                raise _invalid(f"here-document {word!r} is never closed", start + 1)
+            line = lines[index]
+            index += 1
+            if (line.lstrip("\t") if strip_tabs else line) == word:
+                break
+            body.append(line.lstrip("\t") if strip_tabs else line)
+        bodies.append("\n".join(body))
+    return tuple(bodies), index
+
+
+def _group_stages(
+    instructions: list[Instruction], directives: dict[str, str]
+) -> Dockerfile:
+    """Split instructions at each FROM; only ARG may come before the first."""
+    global_args: list[Instruction] = []
+    blocks: list[list[Instruction]] = []
+    for instruction in instructions:
+        if instruction.keyword == "FROM":
+            blocks.append([instruction])
+        elif blocks:
+            blocks[-1].append(instruction)
+        elif instruction.keyword == "ARG":
+            global_args.append(instruction)
+        else:
+            raise _invalid(
+                f"{instruction.keyword} comes before the first FROM; only ARG may",
+                instruction.line,
+            )
+    if not blocks:
+        raise _invalid(
+            "The Dockerfile has no FROM instruction; start it with FROM <image>."
+        )
+    stages: list[Stage] = []
+    for block in blocks:
+        stages.append(_new_stage(block[0], tuple(block[1:]), stages))
+    return Dockerfile(tuple(stages), tuple(global_args), directives)
+
+
+def _new_stage(
+    instruction: Instruction, body: tuple[Instruction, ...], earlier: list[Stage]
+) -> Stage:
+    """Read a FROM line into a stage holding the instructions that follow it."""
+    words = instruction.args.split()
+    flags = [word for word in words if word.startswith("--")]
+    words = [word for word in words if not word.startswith("--")]
+    platform = next(
+        (flag.partition("=")[2] for flag in flags if flag.startswith("--platform=")),
+        None,
+    )
+    if len(words) not in (1, 3) or len(words) == 3 and words[1].lower() != "as":
+        raise _invalid(
+            "FROM takes an image and an optional 'AS name'", instruction.line
+        )
+    name = words[2].lower() if len(words) == 3 else None
+    if name is not None and not _STAGE_NAME.match(name):
+        raise _invalid(
+            f"invalid stage name {name!r}; use letters, digits, '-', '_' "
+            "and '.', starting with a letter",
+            instruction.line,
+        )
+    if name is not None and any(stage.name == name for stage in earlier):
+        raise _invalid(f"the stage name {name!r} is used twice", instruction.line)
+    return Stage(len(earlier), name, words[0], instruction.line, platform, body)
+
+
+def _normalized(text: str) -> str:
+    return " ".join(text.split())
+
+
+def _match_instruction(stage: Stage, ref: StepRef) -> Instruction | None:
+    """Find the instruction a step names: by its text, else by its step number."""
+    steps = [i for i in stage.instructions if i.keyword in STEP_KEYWORDS]
+    offset = ref.position - 2
+    by_position = steps[offset] if 0 <= offset < len(steps) else None
+    wanted = _normalized(ref.instruction)
+    same_text = [
+        i
+        for i in stage.instructions
+        if i.keyword == ref.keyword and _normalized(i.text) == wanted
+    ]
+    if by_position in same_text or (
+        not same_text and by_position is not None and by_position.keyword == ref.keyword
+    ):
+        return by_position
+    return same_text[0] if same_text else None
+
+
+def _arg_defaults(args: tuple[Instruction, ...]) -> dict[str, str]:
+    values = {}
+    for instruction in args:
+        name, sep, default = instruction.args.partition("=")
+        if sep:
+            values[name.strip()] = default.strip().strip("\"'")
+    return values
+
+
+def _expand(text: str, values: dict[str, str]) -> str:
+    def replace(match: re.Match[str]) -> str:
+        name = match["braced"] or match["plain"]
+        return values.get(name) or (match["default"] or "")
+
+    return _VARIABLE.sub(replace, text)

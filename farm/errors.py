@@ -1,0 +1,118 @@
+"""The farm's exception tree: one root, one class per kind of failure.
+
+Each class carries a stable ``code`` and the HTTP ``status`` the API answers with, so
+the web layer turns any of them into ``{"error": {"code", "message"}}`` in one place.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+
+class FarmError(Exception):
+    """Root of every error the farm raises on purpose."""
+
+    code = "farm_error"
+    status = 500
+
+    def __init__(self, message: str, **details: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details
+
+    def to_dict(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"code": self.code, "message": self.message}
+        if self.details:
+            body["details"] = self.details
+        return body
+
+
+class InvalidRequest(FarmError):
+    """The request is malformed or names something impossible; nothing was recorded."""
+
+    code = "invalid_request"
+    status = 400
+
+    def __init__(
+        self, message: str, *, field: str | None = None, **details: Any
+    ) -> None:
+        if field is not None:
+            details["field"] = field
+        super().__init__(message, **details)
+        self.field = field
+
+
+class PayloadTooLarge(InvalidRequest):
+    code = "payload_too_large"
+    status = 413
+
+
+class NotFound(FarmError):
+    code = "not_found"
+    status = 404
+
+
+class Conflict(FarmError):
+    code = "conflict"
+    status = 409
+
+
+class StoreUnavailable(FarmError):
+    """The database or Redis could not be reached."""
+
+    code = "store_unavailable"
+    status = 503
+
+
+class SourceError(FarmError):
+    """The build's source could not be fetched or unpacked."""
+
+    code = "source_failed"
+    status = 422
+
+
+class EngineError(FarmError):
+    """The Docker engine refused or failed a call."""
+
+    code = "engine_failed"
+    status = 502
+
+
+class BuildFailed(FarmError):
+    """BuildKit reported a failed step or a Dockerfile it could not read.
+
+    ``stage``, ``dockerfile_line`` and ``step`` also go into ``details`` when known;
+    ``log_tail`` keeps the failed step's last output lines for the build record.
+    """
+
+    code = "build_failed"
+    status = 422
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        stage: str | None = None,
+        dockerfile_line: int | None = None,
+        step: str | None = None,
+        log_tail: Sequence[str] = (),
+    ) -> None:
+        known = {"stage": stage, "dockerfile_line": dockerfile_line, "step": step}
+        super().__init__(message, **{k: v for k, v in known.items() if v is not None})
+        self.stage = stage
+        self.dockerfile_line = dockerfile_line
+        self.step = step
+        self.log_tail = list(log_tail)
+
+
+class BuildCancelled(FarmError):
+    """A build was stopped on request before it finished; nothing was produced."""
+
+    code = "build_cancelled"
+    status = 409
+
+
+class PushFailed(FarmError):
+    code = "push_failed"
+    status = 502

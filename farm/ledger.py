@@ -1,0 +1,253 @@
+"""The build ledger: the durable record of every build, in a SQL database.
+
+SQLite is the embedded default for one machine; PostgreSQL serves several. Every
+SQLAlchemy error is translated here, at one choke point, into a :class:`FarmError`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import secrets
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, case, create_engine, event, func, select, update
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.orm import Session, sessionmaker
+
+from farm.buildspec import ArchiveSource, BuildSpec, GitSource
+from farm.errors import FarmError, NotFound, StoreUnavailable
+from farm.models import FINAL_STATES, Archive, Base, Build, BuildLog, BuildState, utcnow
+
+logger = logging.getLogger(__name__)
+
+
+def as_utc(moment: datetime | None) -> datetime | None:
+    """SQLite hands datetimes back without a zone; every stored time is UTC."""
+    if moment is None or moment.tzinfo is not None:
+        return moment
+    return moment.replace(tzinfo=UTC)
+
+
+def new_build_id() -> str:
+    """A short id that sorts roughly by creation time."""
+    return f"{int(utcnow().timestamp()):x}{secrets.token_hex(4)}"
+
+
+def open_database(url: str) -> Engine:
+    """Create the SQLAlchemy engine, preparing SQLite for several processes."""
+    if url.startswith("sqlite:///"):
+        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url, connect_args={"timeout": 30})
+        event.listen(engine, "connect", _tune_sqlite)
+        return engine
+    if url.startswith("postgresql://"):
+        url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
+    return create_engine(url, pool_pre_ping=True)
+
+
+def _tune_sqlite(connection: Any, _record: Any) -> None:
+    # WAL lets the web app read while a worker writes (https://sqlite.org/wal.html).
+    cursor = connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.close()
+
+
+class BuildLedger:
+    """Create, claim, update and query build records."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._sessions = sessionmaker(engine, expire_on_commit=False)
+
+    @classmethod
+    def from_url(cls, url: str) -> BuildLedger:
+        return cls(open_database(url))
+
+    def create_tables(self) -> None:
+        with self._translated():
+            Base.metadata.create_all(self.engine)
+
+    @contextmanager
+    def _translated(self) -> Iterator[None]:
+        try:
+            yield
+        except FarmError:
+            raise
+        except SQLAlchemyError as exc:
+            logger.debug("database call failed: %s", exc)
+            raise StoreUnavailable(
+                "The build database could not be reached; try again shortly."
+            ) from exc
+
+    @contextmanager
+    def _session(self) -> Iterator[Session]:
+        with self._translated(), self._sessions.begin() as session:
+            yield session
+
+    # -- archives ---------------------------------------------------------------
+
+    def store_archive(self, content: bytes, *, filename: str = "") -> ArchiveSource:
+        """Keep an uploaded archive once, by content, so any node can fetch it."""
+        sha256 = hashlib.sha256(content).hexdigest()
+        source = ArchiveSource(
+            sha256=sha256, size_bytes=len(content), filename=filename
+        )
+        try:
+            with self._session() as session:
+                if session.get(Archive, sha256) is None:
+                    session.add(
+                        Archive(sha256=sha256, size_bytes=len(content), content=content)
+                    )
+        except StoreUnavailable as exc:
+            if not isinstance(exc.__cause__, IntegrityError):
+                raise
+        return source
+
+    def load_archive(self, sha256: str) -> bytes:
+        with self._session() as session:
+            archive = session.get(Archive, sha256)
+            if archive is None:
+                raise NotFound(f"Archive {sha256} is not stored.")
+            return archive.content
+
+    # -- builds -----------------------------------------------------------------
+
+    def create(self, spec: BuildSpec, *, queue: str) -> Build:
+        source = spec.source
+        build = Build(
+            id=new_build_id(),
+            state=BuildState.QUEUED,
+            queue=queue,
+            source_kind=source.kind,
+            git_url=source.url if isinstance(source, GitSource) else None,
+            git_ref=source.ref if isinstance(source, GitSource) else None,
+            archive_sha256=source.sha256 if isinstance(source, ArchiveSource) else None,
+            context=spec.context,
+            dockerfile=spec.dockerfile,
+            target=spec.target,
+            build_args=dict(spec.build_args),
+            tags=list(spec.tags),
+            created_at=utcnow(),
+            attempts=0,
+            steps=[],
+            image_references=[],
+            steps_total=0,
+            steps_cached=0,
+        )
+        with self._session() as session:
+            session.add(build)
+        logger.info("build=%s queue=%s: recorded", build.id, queue)
+        return build
+
+    def get(self, build_id: str) -> Build:
+        with self._session() as session:
+            build = session.get(Build, build_id)
+            if build is None:
+                raise NotFound(f"There is no build {build_id!r}.", build_id=build_id)
+            return build
+
+    def recent(
+        self, *, states: Sequence[str] = (), limit: int = 50, offset: int = 0
+    ) -> list[Build]:
+        """Builds newest first, optionally only those in ``states``."""
+        query = select(Build).order_by(Build.created_at.desc(), Build.id.desc())
+        if states:
+            query = query.where(Build.state.in_(list(states)))
+        with self._session() as session:
+            return list(session.scalars(query.limit(limit).offset(offset)))
+
+    def claim(self, build_id: str, *, worker: str) -> Build | None:
+        """Move a queued build to running for ``worker``; None if it is not queued."""
+        now = utcnow()
+        with self._session() as session:
+            build = session.get(Build, build_id, with_for_update=True)
+            if build is None or build.state != BuildState.QUEUED:
+                return None
+            build.state = BuildState.RUNNING
+            build.worker = worker
+            build.started_at = now
+            build.attempts += 1
+            created = as_utc(build.created_at)
+            build.wait_seconds = (now - created).total_seconds() if created else None
+        logger.info("build=%s worker=%s: running", build_id, worker)
+        return build
+
+    def record_commit(self, build_id: str, commit: str) -> None:
+        self._update(build_id, git_commit=commit)
+
+    def record_steps(self, build_id: str, steps: list[dict[str, Any]]) -> None:
+        counted = [step for step in steps if not step.get("internal")]
+        self._update(
+            build_id,
+            steps=steps,
+            steps_total=len(counted),
+            steps_cached=sum(1 for step in counted if step.get("cached")),
+        )
+
+    def _update(self, build_id: str, **values: Any) -> None:
+        with self._session() as session:
+            session.execute(update(Build).where(Build.id == build_id).values(**values))
+
+    def finish(
+        self, build_id: str, state: BuildState, *, log_text: str = "", **values: Any
+    ) -> Build:
+        """Record the final state, outcome fields and the whole log in one go."""
+        assert state in FINAL_STATES
+        now = utcnow()
+        with self._session() as session:
+            build = session.get(Build, build_id, with_for_update=True)
+            if build is None:
+                raise NotFound(f"There is no build {build_id!r}.")
+            build.state = state
+            build.finished_at = now
+            started = as_utc(build.started_at)
+            build.duration_seconds = (
+                (now - started).total_seconds() if started else None
+            )
+            for name, value in values.items():
+                setattr(build, name, value)
+            session.merge(BuildLog(build_id=build_id, text=log_text))
+        logger.info("build=%s: %s", build_id, state.value)
+        return build
+
+    def cancel_if_queued(self, build_id: str) -> bool:
+        """Cancel a build that no worker has started; False if it had started."""
+        with self._session() as session:
+            result = session.execute(
+                update(Build)
+                .where(Build.id == build_id, Build.state == BuildState.QUEUED)
+                .values(state=BuildState.CANCELLED, finished_at=utcnow())
+            )
+            return bool(getattr(result, "rowcount", 0))
+
+    def log_text(self, build_id: str) -> str | None:
+        with self._session() as session:
+            log = session.get(BuildLog, build_id)
+            return log.text if log else None
+
+    # -- figures for metrics ----------------------------------------------------
+
+    def count_by_state(self) -> dict[str, int]:
+        with self._session() as session:
+            rows = session.execute(
+                select(Build.state, func.count()).group_by(Build.state)
+            )
+            return {state: count for state, count in rows}
+
+    def histogram(
+        self, column: str, buckets: Sequence[float], *, states: Sequence[str]
+    ) -> tuple[list[int], int, float]:
+        """Cumulative counts of ``column`` per upper bound, plus total count and sum."""
+        value = getattr(Build, column)
+        bounds = [func.sum(case((value <= bound, 1), else_=0)) for bound in buckets]
+        query = select(*bounds, func.count(value), func.coalesce(func.sum(value), 0.0))
+        query = query.where(Build.state.in_(list(states)), value.is_not(None))
+        with self._session() as session:
+            row = session.execute(query).one()
+        return [int(n or 0) for n in row[:-2]], int(row[-2]), float(row[-1])

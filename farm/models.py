@@ -1,0 +1,101 @@
+"""The durable records: builds, their logs, and uploaded source archives."""
+
+from __future__ import annotations
+
+import enum
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    DateTime,
+    Float,
+    ForeignKey,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class BuildState(enum.StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def final(self) -> bool:
+        return self in FINAL_STATES
+
+
+FINAL_STATES = frozenset(
+    {BuildState.SUCCEEDED, BuildState.FAILED, BuildState.CANCELLED}
+)
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {datetime: DateTime(timezone=True)}
+
+
+class Build(Base):
+    """One build request and everything learned while running it."""
+
+    __tablename__ = "builds"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    state: Mapped[str] = mapped_column(String(16), index=True)
+    queue: Mapped[str] = mapped_column(String(64))
+    source_kind: Mapped[str] = mapped_column(String(16))
+    git_url: Mapped[str | None] = mapped_column(Text)
+    git_ref: Mapped[str | None] = mapped_column(String(255))
+    git_commit: Mapped[str | None] = mapped_column(String(64))
+    archive_sha256: Mapped[str | None] = mapped_column(
+        ForeignKey("archives.sha256"), index=True
+    )
+    context: Mapped[str] = mapped_column(Text)
+    dockerfile: Mapped[str] = mapped_column(Text)
+    target: Mapped[str | None] = mapped_column(String(128))
+    build_args: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)
+    tags: Mapped[list[str]] = mapped_column(JSON, default=list)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    started_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+    worker: Mapped[str | None] = mapped_column(String(255))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    image_id: Mapped[str | None] = mapped_column(String(80))
+    image_references: Mapped[list[str]] = mapped_column(JSON, default=list)
+    image_digest: Mapped[str | None] = mapped_column(String(80))
+    image_size_bytes: Mapped[int | None]
+    steps: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    steps_total: Mapped[int] = mapped_column(Integer, default=0)
+    steps_cached: Mapped[int] = mapped_column(Integer, default=0)
+    duration_seconds: Mapped[float | None] = mapped_column(Float)
+    wait_seconds: Mapped[float | None] = mapped_column(Float)
+    error: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+
+
+class BuildLog(Base):
+    """A finished build's whole log, kept once the live copy in Redis expires."""
+
+    __tablename__ = "build_logs"
+
+    build_id: Mapped[str] = mapped_column(ForeignKey("builds.id"), primary_key=True)
+    text: Mapped[str] = mapped_column(Text)
+
+
+class Archive(Base):
+    """An uploaded source archive, stored in the database so any node can fetch it."""
+
+    __tablename__ = "archives"
+
+    sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    size_bytes: Mapped[int]
+    content: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)

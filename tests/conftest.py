@@ -1,0 +1,200 @@
+"""Shared fixtures: real services started once per test session."""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import sys
+import tarfile
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import docker
+import pytest
+import requests
+
+from farm.local.engine import EngineLayout, LocalEngine
+from farm.local.postgres import LocalPostgres
+from farm.local.process import ServiceProcess, free_port, port_open, wait_until
+from farm.local.redis import LocalRedis
+from farm.local.registry import LocalRegistry
+
+ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts"
+
+TINY_IMAGE = "farm-test/busybox:latest"
+
+
+@pytest.fixture(scope="session")
+def engine_url() -> Iterator[str]:
+    """A Docker engine of our own for the whole session (left running if it was)."""
+    engine = LocalEngine(EngineLayout(os.environ.get("FARM_TEST_ENGINE", "test0")))
+    engine.start()
+    yield engine.url
+    engine.stop()
+
+
+def _busybox_rootfs_tar() -> bytes:
+    """A root filesystem holding only a static busybox and its applet links."""
+    buf = io.BytesIO()
+    busybox = Path("/bin/busybox").read_bytes()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.GNU_FORMAT) as tar:
+        for folder in ("bin", "tmp", "etc"):
+            info = tarfile.TarInfo(folder)
+            info.type, info.mode = tarfile.DIRTYPE, 0o755
+            tar.addfile(info)
+        info = tarfile.TarInfo("bin/busybox")
+        info.size, info.mode = len(busybox), 0o755
+        tar.addfile(info, io.BytesIO(busybox))
+        for applet in (
+            "sh",
+            "echo",
+            "cat",
+            "ls",
+            "sleep",
+            "true",
+            "false",
+            "mkdir",
+            "cp",
+            "wc",
+            "httpd",
+            "wget",
+            "env",
+            "test",
+            "grep",
+        ):
+            link = tarfile.TarInfo(f"bin/{applet}")
+            link.type, link.linkname = tarfile.SYMTYPE, "busybox"
+            tar.addfile(link)
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="session")
+def tiny_image(engine_url: str) -> str:
+    """A tiny base image in the test engine, made offline from Debian's busybox."""
+    api = docker.APIClient(base_url=engine_url)
+    try:
+        api.inspect_image(TINY_IMAGE)
+    except docker.errors.ImageNotFound:
+        api.import_image_from_data(_busybox_rootfs_tar(), repository=TINY_IMAGE)
+    finally:
+        api.close()
+    return TINY_IMAGE
+
+
+@pytest.fixture(scope="session")
+def services_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("services")
+
+
+@pytest.fixture(scope="session")
+def redis_url(services_dir: Path) -> Iterator[str]:
+    server = LocalRedis(services_dir / "redis", port=free_port())
+    server.start()
+    yield server.url
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def registry(services_dir: Path) -> Iterator[str]:
+    """The address (host:port) of a real registry on loopback."""
+    server = LocalRegistry(services_dir / "registry", port=free_port())
+    server.start()
+    yield server.address
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    # The server runs as the postgres user, who cannot enter pytest's private tmp.
+    data_dir = Path(tempfile.mkdtemp(prefix="farm-test-pg-", dir="/var/tmp"))
+    server = LocalPostgres(data_dir, port=free_port())
+    try:
+        server.start()
+        yield server.url
+    finally:
+        server.stop()
+        shutil.rmtree(data_dir, ignore_errors=True)
+
+
+@dataclass
+class RunningFarm:
+    """A web app and a worker, started as real processes, and what they talk to."""
+
+    web_url: str
+    env: dict[str, str]
+    registry: str
+    engine_url: str
+    processes: list[ServiceProcess]
+
+    def api(self, path: str) -> str:
+        return f"{self.web_url}/api/v1{path}"
+
+    def wait_for(
+        self, build_id: str, *, timeout_seconds: float = 600
+    ) -> dict[str, Any]:
+        """Poll the API until the build ends; return its final JSON."""
+        deadline = time.monotonic() + timeout_seconds
+        while time.monotonic() < deadline:
+            build = requests.get(self.api(f"/builds/{build_id}"), timeout=10).json()
+            if build["state"] in {"succeeded", "failed", "cancelled"}:
+                return build
+            time.sleep(0.5)
+        raise AssertionError(f"build {build_id} did not end in {timeout_seconds}s")
+
+
+def start_farm_process(
+    name: str, args: list[str], env: dict[str, str], log_dir: Path
+) -> ServiceProcess:
+    process = ServiceProcess(
+        name,
+        [sys.executable, "-m", "farm", *args],
+        log_path=log_dir / f"{name}.log",
+        env=env,
+    )
+    process.start()
+    return process
+
+
+@pytest.fixture(scope="session")
+def farm(
+    services_dir: Path,
+    redis_url: str,
+    registry: str,
+    postgres_url: str,
+    engine_url: str,
+    tiny_image: str,
+) -> Iterator[RunningFarm]:
+    """The whole farm: web and one worker over Redis, PostgreSQL, engine, registry."""
+    web_port = free_port()
+    env = {
+        "FARM_DATABASE_URL": postgres_url,
+        "FARM_REDIS_URL": redis_url,
+        "FARM_REGISTRY": registry,
+        "FARM_ENGINE_URL": engine_url,
+        "FARM_WEB_URL": f"http://127.0.0.1:{web_port}",
+        "FARM_SECRET_KEY": "test",
+        "FARM_WORKER_NAME": "node-a",
+        "FARM_WORKER_CONCURRENCY": "2",
+        "FARM_WORK_DIR": str(services_dir / "work"),
+    }
+    log_dir = ARTIFACTS / "logs"
+    web = start_farm_process(
+        "web", ["web", "--bind", f"127.0.0.1:{web_port}"], env, log_dir
+    )
+    worker = start_farm_process("worker", ["worker"], env, log_dir)
+    wait_until(
+        lambda: port_open(web_port),
+        timeout_seconds=30,
+        what="web",
+        log_path=web.log_path,
+    )
+    yield RunningFarm(
+        f"http://127.0.0.1:{web_port}", env, registry, engine_url, [web, worker]
+    )
+    worker.stop()
+    web.stop()

@@ -1,0 +1,111 @@
+import pytest
+
+from farm.buildspec import (
+    GitSource,
+    clean_build_args,
+    clean_git_ref,
+    clean_git_url,
+    clean_relative_path,
+    clean_tags,
+    parse_spec,
+)
+from farm.errors import InvalidRequest
+
+SOURCE = GitSource(url="https://git.example.org/app.git", ref="main")
+
+
+def test_spec_takes_defaults_for_missing_options():
+    spec = parse_spec({}, SOURCE)
+    assert (spec.context, spec.dockerfile, spec.target) == (".", "Dockerfile", None)
+    assert spec.build_args == {} and spec.tags == ()
+
+
+def test_dockerfile_path_is_joined_to_context():
+    spec = parse_spec(
+        {"context": "services/api/", "dockerfile": "Dockerfile.prod"}, SOURCE
+    )
+    assert spec.dockerfile_in_context == "services/api/Dockerfile.prod"
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://git.example.org/team/app.git",
+        "git://git.example.org/app",
+        "ssh://git@git.example.org/app.git",
+        "git@git.example.org:team/app.git",
+    ],
+)
+def test_ordinary_git_urls_are_accepted(url):
+    assert clean_git_url(url) == url
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "ext::sh -c touch% /tmp/pwned",
+        "fd::17",
+        "--upload-pack=touch /tmp/x",
+        "file:///etc",
+        "/srv/git/app",
+        "https://",
+        "ftp://host/app.git",
+        "",
+        None,
+        "https://host/app.git\nother",
+    ],
+)
+def test_dangerous_or_malformed_git_urls_are_refused(url):
+    with pytest.raises(InvalidRequest) as caught:
+        clean_git_url(url)
+    assert caught.value.field == "git_url"
+
+
+def test_file_urls_only_when_allowed():
+    assert clean_git_url("file:///srv/app.git", allow_file_urls=True)
+
+
+@pytest.mark.parametrize("ref", ["main", "v1.2.3", "feature/x-1", "a" * 40, ""])
+def test_ordinary_refs_are_accepted(ref):
+    assert clean_git_ref(ref) == (ref or "HEAD")
+
+
+@pytest.mark.parametrize(
+    "ref", ["-h", "--upload-pack=x", "a..b", "main.lock", "with space", "x/"]
+)
+def test_refs_that_could_be_options_or_invalid_are_refused(ref):
+    with pytest.raises(InvalidRequest):
+        clean_git_ref(ref)
+
+
+@pytest.mark.parametrize("path", ["../etc", "/abs", "a/../../b"])
+def test_paths_may_not_leave_the_source(path):
+    with pytest.raises(InvalidRequest):
+        clean_relative_path(path, field="context")
+
+
+def test_build_args_accept_mapping_or_assignments():
+    assert clean_build_args(["A=1", "B=x=y"]) == {"A": "1", "B": "x=y"}
+    assert clean_build_args({"PORT": 8080}) == {"PORT": "8080"}
+
+
+@pytest.mark.parametrize("args", [["NOEQUALS"], {"1BAD": "x"}, {"A": ["list"]}, "A=1"])
+def test_bad_build_args_are_refused(args):
+    with pytest.raises(InvalidRequest):
+        clean_build_args(args)
+
+
+def test_tags_get_latest_and_are_deduplicated():
+    assert clean_tags(["web", "web:latest", "team/api:1.0"]) == (
+        "web:latest",
+        "team/api:1.0",
+    )
+    assert clean_tags("a:1, b:2") == ("a:1", "b:2")
+
+
+@pytest.mark.parametrize(
+    "tag", ["Upper:1", "registry.example:5000/x:1", "a:b:c", "-lead", "x:" + "t" * 200]
+)
+def test_invalid_tags_are_refused(tag):
+    with pytest.raises(InvalidRequest):
+        clean_tags([tag])

@@ -1,0 +1,52 @@
+"""The ``farm`` command line against a running farm."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+
+def run_farm(*args: str, server: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "farm", *args, "--server", server],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def test_submit_folder_waits_and_prints_digest(farm, tiny_image, tmp_path: Path):
+    (tmp_path / "Dockerfile").write_text(
+        f"FROM {tiny_image} AS build\nARG GREETING\nRUN echo $GREETING > /g\n"
+        f"FROM {tiny_image}\nCOPY --from=build /g /g\n"
+    )
+    done = run_farm(
+        "submit",
+        str(tmp_path),
+        "--tag",
+        "cli/greet:1",
+        "--build-arg",
+        "GREETING=hi",
+        "--wait",
+        server=farm.web_url,
+    )
+    assert done.returncode == 0, done.stderr
+    assert f"{farm.registry}/cli/greet:1@sha256:" in done.stdout
+    assert "RUN echo hi > /g" in done.stderr  # the followed log
+
+
+def test_failed_build_exits_one_and_names_the_line(farm, tiny_image, tmp_path: Path):
+    (tmp_path / "Dockerfile").write_text(f"FROM {tiny_image}\nRUN exit 7\n")
+    done = run_farm("submit", str(tmp_path), "--wait", server=farm.web_url)
+    assert done.returncode == 1
+    assert "failed" in done.stdout and "dockerfile_line 2" in done.stdout
+
+
+def test_unreachable_farm_exits_three(tmp_path: Path):
+    done = run_farm("status", server="http://127.0.0.1:9")
+    assert done.returncode == 3 and "Could not reach" in done.stderr

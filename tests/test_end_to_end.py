@@ -1,0 +1,365 @@
+"""The main job end to end: HTTP request → Celery over Redis → worker → BuildKit →
+registry, against real processes and services."""
+
+from __future__ import annotations
+
+import io
+import subprocess
+import tarfile
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import docker
+import pytest
+import requests
+
+from farm.local.process import ServiceProcess, free_port, port_open, wait_until
+
+pytestmark = pytest.mark.integration
+
+TWO_STAGE = """\
+FROM {base} AS build
+WORKDIR /src
+COPY message.txt .
+RUN cat message.txt > /out.txt && echo built-by-farm >> /out.txt
+
+FROM {base}
+COPY --from=build /out.txt /out.txt
+CMD ["cat", "/out.txt"]
+"""
+
+FAILING_RUN = """\
+FROM {base} AS build
+RUN echo preparing
+RUN echo about to fail && exit 3
+
+FROM {base}
+COPY --from=build /etc /etc
+"""
+
+
+def write_project(folder: Path, dockerfile: str, message: str) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "Dockerfile").write_text(dockerfile)
+    (folder / "message.txt").write_text(message + "\n")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def git_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
+    """A real git daemon on loopback serving a folder of bare repositories."""
+    root = tmp_path_factory.mktemp("git")
+    port = free_port()
+    daemon = ServiceProcess(
+        "git-daemon",
+        [
+            "git",
+            "daemon",
+            "--export-all",
+            "--reuseaddr",
+            "--listen=127.0.0.1",
+            f"--port={port}",
+            f"--base-path={root}",
+            str(root),
+        ],
+        log_path=root / "daemon.log",
+    )
+    daemon.start()
+    wait_until(
+        lambda: port_open(port),
+        timeout_seconds=10,
+        what="git daemon",
+        log_path=root / "daemon.log",
+    )
+    yield f"git://127.0.0.1:{port}", root
+    daemon.stop()
+
+
+def publish_repo(root: Path, name: str, work: Path) -> str:
+    """Commit ``work`` and push it as bare repository ``name``; return the commit."""
+
+    def git(*args: str, cwd: Path = work) -> str:
+        return subprocess.run(
+            ["git", *args], cwd=cwd, check=True, capture_output=True, text=True
+        ).stdout.strip()
+
+    git("init", "-q", "-b", "main")
+    git("add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "source")
+    git("tag", "v1")
+    subprocess.run(
+        ["git", "clone", "-q", "--bare", str(work), str(root / name)], check=True
+    )
+    return git("rev-parse", "HEAD")
+
+
+def registry_digest(registry: str, repository: str, tag: str) -> str:
+    response = requests.get(
+        f"http://{registry}/v2/{repository}/manifests/{tag}",
+        timeout=10,
+        headers={"Accept": "application/vnd.docker.distribution.manifest.v2+json"},
+    )
+    response.raise_for_status()
+    return response.headers["Docker-Content-Digest"]
+
+
+def test_git_build_is_pushed_and_runs(farm, git_server, tiny_image, tmp_path):
+    base_url, root = git_server
+    message = f"hello {uuid.uuid4().hex}"
+    commit = publish_repo(
+        root,
+        "app.git",
+        write_project(tmp_path / "app", TWO_STAGE.format(base=tiny_image), message),
+    )
+    repository = f"e2e/app-{uuid.uuid4().hex[:8]}"
+
+    response = requests.post(
+        farm.api("/builds"),
+        timeout=30,
+        json={
+            "git_url": f"{base_url}/app.git",
+            "git_ref": "v1",
+            "tags": [f"{repository}:1"],
+        },
+    )
+    assert response.status_code == 202, response.text
+    accepted = response.json()
+    assert accepted["state"] == "queued" and response.headers["Location"].endswith(
+        accepted["id"]
+    )
+
+    build = farm.wait_for(accepted["id"])
+    assert build["state"] == "succeeded", build["error"]
+    assert build["source"]["commit"] == commit
+    assert build["worker"] == "node-a"
+    reference = f"{farm.registry}/{repository}:1"
+    assert build["image"]["references"] == [reference]
+    assert build["image"]["digest"] == registry_digest(farm.registry, repository, "1")
+    assert build["image"]["size_bytes"] > 0
+    steps = [s for s in build["steps"] if not s["internal"]]
+    assert {s["stage"] for s in steps} >= {"build"}
+    assert all(s["duration_seconds"] is not None for s in steps)
+    assert build["steps_total"] == len(steps)
+
+    # The image really is in the registry: drop it locally, pull it back, run it.
+    api = docker.APIClient(base_url=farm.engine_url)
+    api.remove_image(reference, force=True)
+    api.pull(f"{farm.registry}/{repository}", tag="1")
+    container = api.create_container(reference)
+    try:
+        api.start(container)
+        api.wait(container, timeout=30)
+        output = api.logs(container).decode()
+    finally:
+        api.remove_container(container, force=True)
+        api.remove_image(reference, force=True)
+    assert output.splitlines() == [message, "built-by-farm"]
+
+    log = requests.get(farm.api(f"/builds/{build['id']}/log"), timeout=10).json()
+    assert log["finished"] and any(
+        "RUN cat message.txt" in line for line in log["lines"]
+    )
+
+
+def test_second_build_of_same_source_is_cached(farm, git_server, tiny_image, tmp_path):
+    base_url, root = git_server
+    publish_repo(
+        root,
+        "cached.git",
+        write_project(
+            tmp_path / "cached", TWO_STAGE.format(base=tiny_image), "cache me"
+        ),
+    )
+    body = {
+        "git_url": f"{base_url}/cached.git",
+        "git_ref": "main",
+        "tags": ["e2e/cached:latest"],
+    }
+    first = farm.wait_for(
+        requests.post(farm.api("/builds"), json=body, timeout=30).json()["id"]
+    )
+    second = farm.wait_for(
+        requests.post(farm.api("/builds"), json=body, timeout=30).json()["id"]
+    )
+    assert first["state"] == second["state"] == "succeeded"
+    run_steps = [
+        s for s in second["steps"] if (s["instruction"] or "").startswith("RUN")
+    ]
+    assert run_steps and all(s["cached"] for s in run_steps)
+    assert second["steps_cached"] >= len(run_steps)
+    assert second["image"]["digest"] == first["image"]["digest"]
+
+
+def archive_of(folder: Path) -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz", format=tarfile.GNU_FORMAT) as tar:
+        tar.add(folder, arcname=".")
+    return buffer.getvalue()
+
+
+def test_uploaded_archive_builds_a_subfolder_context(farm, tiny_image, tmp_path):
+    write_project(
+        tmp_path / "src/services/echo",
+        TWO_STAGE.format(base=tiny_image),
+        "from an archive",
+    )
+    response = requests.post(
+        farm.api("/builds"),
+        timeout=30,
+        data={
+            "context": "services/echo",
+            "tags": "e2e/upload:1",
+            "build_arg": "UNUSED=1",
+        },
+        files={"archive": ("src.tar.gz", archive_of(tmp_path / "src"))},
+    )
+    assert response.status_code == 202, response.text
+    build = farm.wait_for(response.json()["id"])
+    assert build["state"] == "succeeded", build["error"]
+    assert build["source"]["kind"] == "archive" and build["context"] == "services/echo"
+    assert build["image"]["digest"] == registry_digest(farm.registry, "e2e/upload", "1")
+
+
+def test_failing_run_step_names_stage_and_line(farm, tiny_image, tmp_path):
+    write_project(tmp_path / "bad", FAILING_RUN.format(base=tiny_image), "x")
+    response = requests.post(
+        farm.api("/builds"),
+        timeout=30,
+        files={"archive": ("s.tar.gz", archive_of(tmp_path / "bad"))},
+    )
+    build = farm.wait_for(response.json()["id"])
+    assert build["state"] == "failed"
+    error = build["error"]
+    assert error["stage"] == "build" and error["dockerfile_line"] == 3
+    assert "exit code: 3" in error["message"]
+    assert build["image"] is None
+    log = requests.get(farm.api(f"/builds/{build['id']}/log"), timeout=10).json()
+    assert any("about to fail" in line for line in log["lines"])
+
+
+def test_dockerfile_syntax_error_fails_with_its_line(farm, tiny_image, tmp_path):
+    folder = write_project(
+        tmp_path / "syntax", f"FROM {tiny_image}\nRUN true\nFLY away\n", "x"
+    )
+    response = requests.post(
+        farm.api("/builds"),
+        timeout=30,
+        files={"archive": ("s.tar.gz", archive_of(folder))},
+    )
+    build = farm.wait_for(response.json()["id"])
+    assert build["state"] == "failed"
+    assert build["error"]["dockerfile_line"] == 3
+    assert "FLY" in build["error"]["message"].upper()
+
+
+def test_missing_dockerfile_fails_with_clear_error(farm, tmp_path):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty/readme").write_text("no dockerfile here")
+    response = requests.post(
+        farm.api("/builds"),
+        timeout=30,
+        files={"archive": ("s.tar.gz", archive_of(tmp_path / "empty"))},
+    )
+    build = farm.wait_for(response.json()["id"])
+    assert build["state"] == "failed"
+    assert build["error"]["code"] == "source_failed"
+    assert "Dockerfile" in build["error"]["message"]
+
+
+@pytest.mark.parametrize(
+    "body, field",
+    [
+        ({"git_url": "ext::sh -c id", "git_ref": "main"}, "git_url"),
+        (
+            {"git_url": "https://git.example.org/a.git", "git_ref": "--upload-pack=x"},
+            "git_ref",
+        ),
+        ({"git_url": "https://git.example.org/a.git", "context": "../.."}, "context"),
+        ({"git_url": "https://git.example.org/a.git", "tags": ["UPPER"]}, "tags"),
+    ],
+)
+def test_bad_requests_get_json_errors_and_record_nothing(farm, body, field):
+    before = requests.get(farm.api("/builds?limit=200"), timeout=10).json()["builds"]
+    response = requests.post(farm.api("/builds"), json=body, timeout=10)
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert error["code"] == "invalid_request" and error["details"]["field"] == field
+    after = requests.get(farm.api("/builds?limit=200"), timeout=10).json()["builds"]
+    assert len(after) == len(before)
+
+
+def test_not_an_archive_is_refused_before_recording(farm):
+    response = requests.post(
+        farm.api("/builds"),
+        timeout=10,
+        files={"archive": ("x.tar.gz", b"plain text" * 50)},
+    )
+    assert response.status_code == 400
+    assert response.json()["error"]["details"]["field"] == "archive"
+
+
+def test_unknown_build_and_route_answer_json(farm):
+    missing = requests.get(farm.api("/builds/nope"), timeout=10)
+    assert missing.status_code == 404 and missing.json()["error"]["code"] == "not_found"
+    route = requests.get(farm.api("/nothing-here"), timeout=10)
+    assert route.status_code == 404 and "error" in route.json()
+    wrong = requests.post(
+        farm.api("/builds"),
+        data="{not json",
+        timeout=10,
+        headers={"Content-Type": "application/json"},
+    )
+    assert (
+        wrong.status_code == 400 and wrong.json()["error"]["code"] == "invalid_request"
+    )
+
+
+def test_cancel_stops_running_build(farm, tiny_image, tmp_path):
+    folder = tmp_path / "slow"
+    folder.mkdir()
+    (folder / "Dockerfile").write_text(
+        f"FROM {tiny_image}\nRUN echo started-{uuid.uuid4().hex} && sleep 300\n"
+    )
+    build_id = requests.post(
+        farm.api("/builds"),
+        timeout=30,
+        files={"archive": ("s.tar.gz", archive_of(folder))},
+    ).json()["id"]
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        log = requests.get(farm.api(f"/builds/{build_id}/log"), timeout=10).json()
+        if any("started-" in line for line in log["lines"]):
+            break
+        time.sleep(0.5)
+    cancelled_at = time.monotonic()
+    response = requests.post(farm.api(f"/builds/{build_id}/cancel"), timeout=10)
+    assert response.status_code == 202
+    build = farm.wait_for(build_id, timeout_seconds=60)
+    assert build["state"] == "cancelled"
+    assert time.monotonic() - cancelled_at < 30
+    again = requests.post(farm.api(f"/builds/{build_id}/cancel"), timeout=10)
+    assert again.status_code == 409
+
+
+def test_list_filters_by_state_newest_first(farm):
+    builds = requests.get(farm.api("/builds?state=succeeded"), timeout=10).json()
+    created = [b["created_at"] for b in builds["builds"]]
+    assert created == sorted(created, reverse=True)
+    assert all(b["state"] == "succeeded" for b in builds["builds"])
+    bad = requests.get(farm.api("/builds?state=bogus"), timeout=10)
+    assert bad.status_code == 400
+
+
+def test_metrics_report_queue_states_and_durations(farm):
+    text = requests.get(f"{farm.web_url}/metrics", timeout=10).text
+    assert 'farm_queue_depth{queue="builds"}' in text
+    succeeded = [
+        line
+        for line in text.splitlines()
+        if line.startswith('farm_builds_total{state="succeeded"}')
+    ]
+    assert succeeded and float(succeeded[0].split()[-1]) >= 1
+    assert "farm_build_duration_seconds_bucket" in text
+    assert "farm_build_wait_seconds_count" in text

@@ -1,0 +1,86 @@
+"""The web pages in a real Chromium: submit the form, watch the build end."""
+
+from __future__ import annotations
+
+import io
+import tarfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Browser, Page, expect, sync_playwright
+
+from tests.conftest import ARTIFACTS
+
+pytestmark = pytest.mark.integration
+
+CHROMIUM = "/usr/bin/chromium"
+SCREENSHOTS = ARTIFACTS / "screenshots"
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM,
+            headless=True,
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--no-first-run",
+            ],
+        )
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(browser: Browser) -> Iterator[Page]:
+    page = browser.new_page()
+    yield page
+    page.close()
+
+
+def source_archive(tmp_path: Path, dockerfile: str) -> Path:
+    path = tmp_path / "source.tar.gz"
+    data = dockerfile.encode()
+    with tarfile.open(path, "w:gz", format=tarfile.GNU_FORMAT) as tar:
+        info = tarfile.TarInfo("Dockerfile")
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+    return path
+
+
+def test_form_upload_builds_and_page_follows_it(farm, tiny_image, page, tmp_path):
+    archive = source_archive(
+        tmp_path,
+        f"FROM {tiny_image} AS build\n"
+        "RUN echo from-the-browser > /b\n"
+        f"FROM {tiny_image}\nCOPY --from=build /b /b\n",
+    )
+    page.goto(f"{farm.web_url}/builds/new")
+    page.check("input[value=archive]")
+    page.set_input_files("#archive", str(archive))
+    page.fill("#tags", "browser/demo:1")
+    page.click("button[type=submit]")
+    expect(page.locator("#state")).to_have_text("succeeded", timeout=120_000)
+    expect(page.locator("#log")).to_contain_text("from-the-browser")
+    expect(page.locator("#image")).to_contain_text("browser/demo:1@sha256:")
+    expect(page.locator("#steps")).to_contain_text("build")
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / "build-succeeded.png"), full_page=True)
+
+    page.goto(farm.web_url + "/")
+    expect(page.locator("table.builds")).to_contain_text("succeeded")
+
+
+def test_invalid_form_shows_error_beside_field_and_queues_nothing(farm, page):
+    page.goto(f"{farm.web_url}/builds/new")
+    page.fill("#git_url", "ext::sh%20-c%20id")
+    page.click("button[type=submit]")
+    expect(page.locator("#git_url-error")).to_contain_text("http(s)://")
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / "form-error.png"), full_page=True)

@@ -1,0 +1,5 @@
+FROM farm-test/busybox:latest AS build
+RUN echo ok
+
+FROM farm-test/busybox:latest
+COPPY --from=build / /

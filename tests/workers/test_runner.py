@@ -1,0 +1,42 @@
+import pytest
+
+from farm.errors import SourceError
+from workers.runner import OUTSIDE_DOCKERFILE_NAME, locate_dockerfile
+
+
+def test_dockerfile_inside_context_is_used_in_place(tmp_path):
+    (tmp_path / "api").mkdir()
+    (tmp_path / "api/Dockerfile").write_text("FROM scratch\n")
+    prepared = locate_dockerfile(tmp_path, "api", "Dockerfile")
+    assert prepared.context_dir == (tmp_path / "api").resolve()
+    assert prepared.dockerfile == "Dockerfile"
+
+
+def test_dockerfile_outside_context_is_brought_in(tmp_path):
+    (tmp_path / "app").mkdir()
+    (tmp_path / "docker").mkdir()
+    (tmp_path / "docker/app.Dockerfile").write_text("FROM scratch\n")
+    prepared = locate_dockerfile(tmp_path, "app", "../docker/app.Dockerfile")
+    assert prepared.dockerfile == OUTSIDE_DOCKERFILE_NAME
+    assert (tmp_path / "app" / OUTSIDE_DOCKERFILE_NAME).read_text() == "FROM scratch\n"
+
+
+@pytest.mark.parametrize(
+    "context, dockerfile",
+    [
+        ("missing", "Dockerfile"),
+        (".", "Nope"),
+        (".", "../../etc/passwd"),
+    ],
+)
+def test_missing_or_escaping_paths_are_source_errors(tmp_path, context, dockerfile):
+    (tmp_path / "Dockerfile").write_text("FROM scratch\n")
+    with pytest.raises(SourceError):
+        locate_dockerfile(tmp_path, context, dockerfile)
+
+
+def test_symlinked_context_leaving_the_source_is_refused(tmp_path):
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src/escape").symlink_to("/etc")
+    with pytest.raises(SourceError):
+        locate_dockerfile(tmp_path / "src", "escape", "Dockerfile")

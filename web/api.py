@@ -1,0 +1,142 @@
+"""The JSON API under ``/api/v1``: submit, inspect, list, read logs, cancel."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from flask import Blueprint, Response, current_app, jsonify, request, url_for
+from werkzeug.datastructures import MultiDict
+
+from farm.builds import BuildService, describe_build
+from farm.errors import InvalidRequest
+from farm.models import BuildState
+
+blueprint = Blueprint("api", __name__, url_prefix="/api/v1")
+
+MAX_PAGE_SIZE = 200
+
+
+def service() -> BuildService:
+    return current_app.extensions["farm"]
+
+
+def base_url() -> str:
+    return request.host_url.rstrip("/")
+
+
+@blueprint.post("/builds")
+def submit_build() -> Any:
+    if request.mimetype == "multipart/form-data":
+        build = submit_from_form(request.form, request.files.get("archive"))
+    else:
+        data = request.get_json(silent=True)
+        if not isinstance(data, dict):
+            raise InvalidRequest(
+                "Send a JSON object, or multipart form data with an 'archive' file."
+            )
+        build = service().submit_git(
+            data, url=data.get("git_url"), ref=data.get("git_ref")
+        )
+    body = describe_build(build, base_url=base_url())
+    response = jsonify(body)
+    response.status_code = 202
+    response.headers["Location"] = url_for("api.get_build", build_id=build.id)
+    return response
+
+
+def submit_from_form(form: MultiDict[str, str], archive: Any) -> Any:
+    """Submit from form fields: an uploaded archive, or else a git URL and ref."""
+    options = options_from_form(form)
+    if archive is not None and archive.filename:
+        return service().submit_archive(
+            options, content=archive.read(), filename=archive.filename
+        )
+    return service().submit_git(
+        options, url=form.get("git_url"), ref=form.get("git_ref")
+    )
+
+
+def options_from_form(form: MultiDict[str, str]) -> dict[str, Any]:
+    """Build options from form fields; build args as JSON or repeated NAME=value."""
+    build_args: Any = form.getlist("build_arg")
+    raw_args = form.get("build_args", "").strip()
+    if raw_args.startswith("{"):
+        try:
+            build_args = json.loads(raw_args)
+        except ValueError as exc:
+            raise InvalidRequest(
+                "build_args is not valid JSON.", field="build_args"
+            ) from exc
+    elif raw_args:
+        build_args += [line for line in raw_args.splitlines() if line.strip()]
+    tags: list[str] = []
+    for value in form.getlist("tags") + form.getlist("tag"):
+        tags += value.replace(",", " ").split()
+    return {
+        "context": form.get("context"),
+        "dockerfile": form.get("dockerfile"),
+        "target": form.get("target"),
+        "build_args": build_args,
+        "tags": tags,
+    }
+
+
+@blueprint.get("/builds")
+def list_builds() -> Any:
+    states = [s for s in request.args.get("state", "").split(",") if s]
+    known = {state.value for state in BuildState}
+    if unknown := [s for s in states if s not in known]:
+        raise InvalidRequest(
+            f"Unknown state {unknown[0]!r}; use one of {', '.join(sorted(known))}.",
+            field="state",
+        )
+    limit = _int_arg("limit", 50, maximum=MAX_PAGE_SIZE)
+    offset = _int_arg("offset", 0, maximum=10**9)
+    builds = service().ledger.recent(states=states, limit=limit, offset=offset)
+    return {
+        "builds": [describe_build(b, base_url=base_url()) for b in builds],
+        "limit": limit,
+        "offset": offset,
+    }
+
+
+def _int_arg(name: str, default: int, *, maximum: int) -> int:
+    raw = request.args.get(name)
+    if raw is None:
+        return default
+    if not raw.isdigit() or int(raw) > maximum:
+        raise InvalidRequest(
+            f"{name} must be a whole number from 0 to {maximum}.", field=name
+        )
+    return int(raw)
+
+
+@blueprint.get("/builds/<build_id>")
+def get_build(build_id: str) -> Any:
+    return describe_build(service().ledger.get(build_id), base_url=base_url())
+
+
+@blueprint.get("/builds/<build_id>/log")
+def get_log(build_id: str) -> Any:
+    start = _int_arg("start", 0, maximum=10**9)
+    lines, finished = service().read_log(build_id, start=start)
+    if request.args.get("format") == "text":
+        response = Response(
+            "".join(line + "\n" for line in lines), mimetype="text/plain"
+        )
+        response.headers["X-Farm-Next-Line"] = str(start + len(lines))
+        response.headers["X-Farm-Build-Finished"] = "1" if finished else "0"
+        return response
+    return {
+        "lines": lines,
+        "start": start,
+        "next": start + len(lines),
+        "finished": finished,
+    }
+
+
+@blueprint.post("/builds/<build_id>/cancel")
+def cancel_build(build_id: str) -> Any:
+    build = service().cancel(build_id)
+    return jsonify(describe_build(build, base_url=base_url())), 202

@@ -1,0 +1,108 @@
+"""The Flask application factory: wiring settings to the build service."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from typing import Any
+
+import redis
+from flask import Flask, Response, current_app, jsonify, request
+from flask_wtf.csrf import CSRFProtect
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from werkzeug.exceptions import HTTPException
+
+from farm.builds import BuildService
+from farm.config import Settings
+from farm.errors import FarmError
+from farm.ledger import BuildLedger
+from farm.livestate import LiveState
+from farm.metrics import FarmCollector, make_registry
+from farm.queue import BuildQueue, make_celery
+from web import api, pages
+
+logger = logging.getLogger(__name__)
+
+# Room for the form fields that travel with an uploaded archive.
+FORM_OVERHEAD_BYTES = 1024 * 1024
+
+
+def create_app(settings: Settings | None = None) -> Flask:
+    """Build the web app for ``settings`` (read from ``FARM_*`` when not given)."""
+    settings = settings or Settings.from_env()
+    app = Flask(__name__)
+    app.config.update(
+        SECRET_KEY=settings.secret_key or secrets.token_hex(32),
+        MAX_CONTENT_LENGTH=settings.max_archive_bytes + FORM_OVERHEAD_BYTES,
+        WTF_CSRF_TIME_LIMIT=None,
+    )
+    if not settings.secret_key:
+        logger.warning("web: FARM_SECRET_KEY is not set; forms break on restart")
+    ledger = BuildLedger.from_url(settings.database_url)
+    ledger.create_tables()
+    redis_client = redis.Redis.from_url(settings.redis_url)
+    queue = BuildQueue(make_celery(settings), redis_client)
+    service = BuildService(
+        ledger, queue, LiveState(redis_client), default_queue=settings.queue
+    )
+    app.extensions["farm"] = service
+    app.extensions["farm.settings"] = settings
+    app.extensions["farm.metrics"] = make_registry(
+        FarmCollector(ledger, queue, [settings.queue])
+    )
+    csrf = CSRFProtect(app)
+    csrf.exempt(api.blueprint)
+    app.register_blueprint(api.blueprint)
+    app.register_blueprint(pages.blueprint)
+    app.add_url_rule("/metrics", "metrics", serve_metrics)
+    app.add_url_rule("/healthz", "healthz", lambda: {"status": "ok"})
+    app.register_error_handler(FarmError, answer_farm_error)
+    app.register_error_handler(HTTPException, answer_http_error)
+    app.register_error_handler(Exception, answer_unexpected_error)
+    return app
+
+
+def serve_metrics() -> Response:
+    registry = current_app.extensions["farm.metrics"]
+    return Response(generate_latest(registry), mimetype=CONTENT_TYPE_LATEST)
+
+
+def wants_json() -> bool:
+    return request.path.startswith("/api/") or request.accept_mimetypes.best == (
+        "application/json"
+    )
+
+
+def error_response(
+    code: str, message: str, status: int, details: dict[str, Any] | None = None
+) -> Any:
+    body: dict[str, Any] = {"code": code, "message": message}
+    if details:
+        body["details"] = details
+    if wants_json():
+        return jsonify({"error": body}), status
+    return pages.render_error(message, status)
+
+
+def answer_farm_error(exc: FarmError) -> Any:
+    if exc.status >= 500:
+        logger.error("request %s %s failed: %s", request.method, request.path, exc)
+    return error_response(exc.code, exc.message, exc.status, exc.details)
+
+
+def answer_http_error(exc: HTTPException) -> Any:
+    code = (exc.name or "error").lower().replace(" ", "_")
+    messages = {
+        404: "No such page or API route; see /api/v1/builds.",
+        405: f"{request.method} is not allowed here.",
+        413: "The upload is too large for this farm.",
+    }
+    message = messages.get(exc.code or 500, exc.description or "Request failed.")
+    return error_response(code, message, exc.code or 500)
+
+
+def answer_unexpected_error(exc: Exception) -> Any:
+    logger.exception("request %s %s failed", request.method, request.path)
+    return error_response(
+        "internal_error", "The farm hit an unexpected error; it has been logged.", 500
+    )

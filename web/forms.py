@@ -1,0 +1,51 @@
+"""The submit form: its fields, CSRF token and how errors land beside fields."""
+
+from __future__ import annotations
+
+from flask_wtf import FlaskForm
+from flask_wtf.file import FileField
+from wtforms import RadioField, StringField, TextAreaField
+
+from farm.errors import InvalidRequest
+
+
+class SubmitBuildForm(FlaskForm):
+    """What a person fills in to start a build."""
+
+    source = RadioField(
+        "Source",
+        choices=[("git", "Git repository"), ("archive", "Upload a .tar.gz")],
+        default="git",
+    )
+    git_url = StringField("Repository URL")
+    git_ref = StringField("Branch, tag or commit", default="main")
+    archive = FileField("Source archive (.tar.gz)")
+    context = StringField("Context folder", default=".")
+    dockerfile = StringField(
+        "Dockerfile (relative to the context)", default="Dockerfile"
+    )
+    target = StringField("Target stage (optional)")
+    build_args = TextAreaField("Build args, one NAME=value per line")
+    tags = StringField("Image tags, e.g. web:1.0 (optional)")
+
+    def show_error(self, error: InvalidRequest) -> None:
+        """Put a validation error beside its field, or at the top of the form."""
+        names = {
+            "git_url",
+            "git_ref",
+            "archive",
+            "context",
+            "dockerfile",
+            "target",
+            "build_args",
+            "tags",
+        }
+        field = error.field if error.field in names else None
+        if field is None:
+            self.form_errors.append(error.message)
+        else:
+            getattr(self, field).errors = [error.message]
+
+
+class ActionForm(FlaskForm):
+    """A button-only form (cancel, retry) that carries just the CSRF token."""

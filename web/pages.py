@@ -1,0 +1,91 @@
+"""The server-rendered pages: build list, submit form and a build's own page."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, current_app, redirect, render_template, request, url_for
+
+from farm.builds import BuildService, describe_build
+from farm.errors import InvalidRequest
+from farm.models import BuildState
+from web.forms import ActionForm, SubmitBuildForm
+
+blueprint = Blueprint("pages", __name__)
+
+PAGE_SIZE = 50
+
+
+def service() -> BuildService:
+    return current_app.extensions["farm"]
+
+
+def render_error(message: str, status: int) -> Any:
+    return render_template("error.html", message=message, status=status), status
+
+
+@blueprint.get("/")
+def list_builds() -> Any:
+    state = request.args.get("state", "")
+    states = [state] if state in {s.value for s in BuildState} else []
+    page_arg = request.args.get("page", "1")
+    page = int(page_arg) if page_arg.isdigit() and int(page_arg) > 0 else 1
+    builds = service().ledger.recent(
+        states=states, limit=PAGE_SIZE + 1, offset=(page - 1) * PAGE_SIZE
+    )
+    return render_template(
+        "builds.html",
+        builds=[describe_build(b) for b in builds[:PAGE_SIZE]],
+        state=state if states else "",
+        states=[s.value for s in BuildState],
+        page=page,
+        has_next=len(builds) > PAGE_SIZE,
+    )
+
+
+@blueprint.route("/builds/new", methods=["GET", "POST"])
+def submit_build() -> Any:
+    form = SubmitBuildForm()
+    if not form.validate_on_submit():
+        status = 400 if request.method == "POST" else 200
+        return render_template("submit.html", form=form), status
+    try:
+        build = submit_form(form)
+    except InvalidRequest as exc:
+        form.show_error(exc)
+        return render_template("submit.html", form=form), 400
+    return redirect(url_for("pages.show_build", build_id=build.id), code=303)
+
+
+def submit_form(form: SubmitBuildForm) -> Any:
+    options = {
+        "context": form.context.data,
+        "dockerfile": form.dockerfile.data,
+        "target": form.target.data,
+        "build_args": [
+            line for line in (form.build_args.data or "").splitlines() if line.strip()
+        ],
+        "tags": form.tags.data or "",
+    }
+    if form.source.data == "archive":
+        upload = form.archive.data
+        if upload is None or not upload.filename:
+            raise InvalidRequest("Choose a .tar.gz file to upload.", field="archive")
+        return service().submit_archive(
+            options, content=upload.read(), filename=upload.filename
+        )
+    return service().submit_git(options, url=form.git_url.data, ref=form.git_ref.data)
+
+
+@blueprint.get("/builds/<build_id>")
+def show_build(build_id: str) -> Any:
+    build = describe_build(service().ledger.get(build_id))
+    return render_template("build.html", build=build, form=ActionForm())
+
+
+@blueprint.post("/builds/<build_id>/cancel")
+def cancel_build(build_id: str) -> Any:
+    if not ActionForm().validate_on_submit():
+        return render_error("The form expired; reload the page and try again.", 400)
+    service().cancel(build_id)
+    return redirect(url_for("pages.show_build", build_id=build_id), code=303)

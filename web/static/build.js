@@ -1,0 +1,92 @@
+// Follows a build on its page: appends new log lines and refreshes state and steps
+// until the build ends. Plain polling of the JSON API, once a second.
+(function () {
+  "use strict";
+  const root = document.getElementById("build");
+  if (!root) return;
+  const logBox = document.getElementById("log");
+  let nextLine = 0;
+  let finished = false;
+
+  function text(id, value) {
+    const el = document.getElementById(id);
+    if (el) el.textContent = value;
+  }
+
+  function renderSteps(steps) {
+    const body = document.querySelector("#steps tbody");
+    body.replaceChildren();
+    for (const step of steps) {
+      if (step.internal) continue;
+      const row = body.insertRow();
+      if (step.error) row.className = "failed";
+      row.insertCell().textContent = step.stage || "";
+      const name = row.insertCell().appendChild(document.createElement("code"));
+      name.textContent = step.name;
+      row.insertCell().textContent = step.dockerfile_line || "";
+      const cache = row.insertCell();
+      if (step.cached) {
+        const badge = cache.appendChild(document.createElement("span"));
+        badge.className = "badge cached";
+        badge.textContent = "cached";
+      }
+      row.insertCell().textContent =
+        step.duration_seconds == null ? "" : step.duration_seconds.toFixed(2) + " s";
+    }
+  }
+
+  function renderBuild(build) {
+    const state = document.getElementById("state");
+    state.textContent = build.state;
+    state.className = "state state-" + build.state;
+    root.dataset.state = build.state;
+    text("worker", build.worker || "—");
+    text("cached", build.steps_cached + "/" + build.steps_total);
+    if (build.duration_seconds != null) text("duration", build.duration_seconds.toFixed(1) + " s");
+    if (build.source.commit) text("commit", build.source.commit);
+    if (build.image) {
+      text("image", build.image.references.map((r) => r + "@" + build.image.digest).join("\n"));
+    }
+    if (build.error) {
+      const error = document.getElementById("error");
+      let message = build.error.message;
+      if (build.error.stage) message += " (stage " + build.error.stage +
+        (build.error.dockerfile_line ? ", Dockerfile line " + build.error.dockerfile_line : "") + ")";
+      error.textContent = message;
+      error.hidden = false;
+    }
+    renderSteps(build.steps || []);
+    const cancel = document.getElementById("cancel-form");
+    if (cancel && !["queued", "running"].includes(build.state)) cancel.remove();
+  }
+
+  function appendLog(lines) {
+    if (!lines.length) return;
+    const atBottom = window.innerHeight + window.scrollY >= document.body.offsetHeight - 40;
+    for (const line of lines) {
+      const span = document.createElement("span");
+      if (/ERROR|error:/.test(line)) span.className = "log-error";
+      span.textContent = line + "\n";
+      logBox.appendChild(span);
+    }
+    if (atBottom) window.scrollTo(0, document.body.scrollHeight);
+  }
+
+  async function poll() {
+    try {
+      const logResponse = await fetch(root.dataset.log + "?start=" + nextLine);
+      if (logResponse.ok) {
+        const log = await logResponse.json();
+        appendLog(log.lines);
+        nextLine = log.next;
+        finished = log.finished;
+      }
+      const buildResponse = await fetch(root.dataset.api);
+      if (buildResponse.ok) renderBuild(await buildResponse.json());
+    } catch (err) {
+      // The farm may be restarting; keep trying.
+    }
+    if (!finished) setTimeout(poll, 1000);
+  }
+  poll();
+})();

@@ -1,0 +1,1 @@
+"""What runs on a build node: the Celery worker, source fetching, the engine client."""

@@ -1,0 +1,1 @@
+"""BuildKit as the Docker engine exposes it: progress messages and their decoding."""

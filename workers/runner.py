@@ -1,0 +1,299 @@
+"""Running one build on this node, from claiming the record to pushing the image."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+import threading
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from farm.archives import unpack_archive
+from farm.config import Settings
+from farm.errors import BuildCancelled, BuildFailed, FarmError, SourceError
+from farm.ledger import BuildLedger
+from farm.livestate import LiveState
+from farm.models import Build, BuildState
+from workers.buildkit.progress import BuildProgress
+from workers.engine import EngineClient, make_context_tar
+from workers.source import fetch_git, redact_url
+
+logger = logging.getLogger(__name__)
+
+STEPS_SAVE_INTERVAL_SECONDS = 2.0
+CANCEL_POLL_SECONDS = 1.0
+OUTSIDE_DOCKERFILE_NAME = ".farm.Dockerfile"
+
+
+@dataclass(frozen=True)
+class PreparedSource:
+    """The unpacked source, the build context inside it and the Dockerfile to use."""
+
+    context_dir: Path
+    dockerfile: str
+    dockerfile_text: str
+
+
+class BuildLog:
+    """Collects a build's log lines, mirroring them to Redis for live readers."""
+
+    def __init__(self, build_id: str, live: LiveState) -> None:
+        self.build_id = build_id
+        self.live = live
+        self.lines: list[str] = []
+
+    def write(self, lines: list[str]) -> None:
+        self.lines.extend(lines)
+        try:
+            self.live.append_log(self.build_id, lines)
+        except FarmError:
+            logger.warning("build=%s: live log not updated (Redis down)", self.build_id)
+
+    def text(self) -> str:
+        return "\n".join(self.lines) + ("\n" if self.lines else "")
+
+
+class BuildRunner:
+    """Claim a queued build, fetch its source, build, push and record the outcome."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        ledger: BuildLedger,
+        live: LiveState,
+        engine: EngineClient,
+    ) -> None:
+        self.settings = settings
+        self.ledger = ledger
+        self.live = live
+        self.engine = engine
+
+    def run(self, build_id: str) -> None:
+        build = self.ledger.claim(build_id, worker=self.settings.worker_name)
+        if build is None:
+            logger.info("build=%s: not queued any more, skipped", build_id)
+            return
+        log = BuildLog(build_id, self.live)
+        cancel = threading.Event()
+        watcher = threading.Thread(
+            target=self._watch_cancel,
+            args=(build_id, cancel),
+            daemon=True,
+            name=f"cancel-{build_id}",
+        )
+        watcher.start()
+        self.settings.work_dir.mkdir(parents=True, exist_ok=True)
+        workspace = Path(
+            tempfile.mkdtemp(prefix=f"build-{build_id}-", dir=self.settings.work_dir)
+        )
+        try:
+            self._run_claimed(build, log, cancel, workspace)
+        finally:
+            cancel.set()
+            shutil.rmtree(workspace, ignore_errors=True)
+            self.live.expire_log(build_id)
+
+    def _watch_cancel(self, build_id: str, cancel: threading.Event) -> None:
+        while not cancel.wait(CANCEL_POLL_SECONDS):
+            if self.live.cancel_requested(build_id):
+                logger.info("build=%s: cancelling on request", build_id)
+                cancel.set()
+
+    def _run_claimed(
+        self, build: Build, log: BuildLog, cancel: threading.Event, workspace: Path
+    ) -> None:
+        progress: BuildProgress | None = None
+        try:
+            source = self._prepare_source(build, workspace, log)
+            progress = BuildProgress(
+                dockerfile_text=source.dockerfile_text, on_log=log.write
+            )
+            saver = StepSaver(self.ledger, build.id, progress)
+            progress.on_log = saver.wrap(log.write)
+            image_id, references = self._build(build, source, progress, cancel)
+            outcome = self._push(build, references, log)
+            saver.save()
+            self.ledger.finish(
+                build.id,
+                BuildState.SUCCEEDED,
+                log_text=log.text(),
+                image_id=image_id,
+                **outcome,
+            )
+        except BuildCancelled:
+            self._fail(
+                build,
+                log,
+                progress,
+                BuildState.CANCELLED,
+                {"code": "cancelled", "message": "The build was cancelled."},
+            )
+        except BuildFailed as exc:
+            self._fail(
+                build,
+                log,
+                progress,
+                BuildState.FAILED,
+                {
+                    "code": exc.code,
+                    "message": exc.message,
+                    "stage": exc.stage,
+                    "dockerfile_line": exc.dockerfile_line,
+                    "step": exc.step,
+                },
+            )
+        except FarmError as exc:
+            self._fail(
+                build,
+                log,
+                progress,
+                BuildState.FAILED,
+                {"code": exc.code, "message": exc.message},
+            )
+
+    def _fail(
+        self,
+        build: Build,
+        log: BuildLog,
+        progress: BuildProgress | None,
+        state: BuildState,
+        error: dict[str, Any],
+    ) -> None:
+        log.write(
+            [f"ERROR: {error['message']}"]
+            if state == BuildState.FAILED
+            else ["Build cancelled."]
+        )
+        steps = _steps_as_dicts(progress)
+        self.ledger.record_steps(build.id, steps)
+        self.ledger.finish(build.id, state, log_text=log.text(), error=error)
+        logger.info("build=%s: %s: %s", build.id, state.value, error["message"])
+
+    def _prepare_source(
+        self, build: Build, workspace: Path, log: BuildLog
+    ) -> PreparedSource:
+        root = workspace / "source"
+        if build.source_kind == "git":
+            assert build.git_url and build.git_ref
+            log.write([f"Fetching {redact_url(build.git_url)} at {build.git_ref}"])
+            commit = fetch_git(
+                build.git_url,
+                build.git_ref,
+                root,
+                allow_file=self.settings.allow_file_urls,
+            )
+            self.ledger.record_commit(build.id, commit)
+            log.write([f"Checked out commit {commit}"])
+        else:
+            assert build.archive_sha256
+            log.write([f"Unpacking uploaded archive {build.archive_sha256[:12]}"])
+            unpack_archive(self.ledger.load_archive(build.archive_sha256), root)
+        return locate_dockerfile(root, build.context, build.dockerfile)
+
+    def _build(
+        self,
+        build: Build,
+        source: PreparedSource,
+        progress: BuildProgress,
+        cancel: threading.Event,
+    ) -> tuple[str, list[str]]:
+        tags = build.tags or [f"builds:{build.id}"]
+        references = [f"{self.settings.registry}/{tag}" for tag in tags]
+        with make_context_tar(source.context_dir, dockerfile=source.dockerfile) as tar:
+            image_id = self.engine.build(
+                tar,
+                dockerfile=source.dockerfile,
+                tags=references,
+                target=build.target,
+                build_args=build.build_args,
+                progress=progress,
+                cancel=cancel,
+            )
+        return image_id, references
+
+    def _push(
+        self, build: Build, references: list[str], log: BuildLog
+    ) -> dict[str, Any]:
+        digest = ""
+        for reference in references:
+            log.write([f"Pushing {reference}"])
+            started = time.monotonic()
+            result = self.engine.push(reference)
+            digest = result.digest
+            log.write(
+                [f"Pushed {reference}@{digest} in {time.monotonic() - started:.1f}s"]
+            )
+        size = self.engine.image_size(references[0])
+        return {
+            "image_references": references,
+            "image_digest": digest,
+            "image_size_bytes": size,
+        }
+
+
+class StepSaver:
+    """Saves a running build's steps to the ledger every few seconds."""
+
+    def __init__(
+        self, ledger: BuildLedger, build_id: str, progress: BuildProgress
+    ) -> None:
+        self.ledger = ledger
+        self.build_id = build_id
+        self.progress = progress
+        self.saved_at = 0.0
+
+    def wrap(self, write: Any) -> Any:
+        def write_and_maybe_save(lines: list[str]) -> None:
+            write(lines)
+            if time.monotonic() - self.saved_at >= STEPS_SAVE_INTERVAL_SECONDS:
+                self.save()
+
+        return write_and_maybe_save
+
+    def save(self) -> None:
+        self.saved_at = time.monotonic()
+        self.ledger.record_steps(self.build_id, _steps_as_dicts(self.progress))
+
+
+def _steps_as_dicts(progress: BuildProgress | None) -> list[dict[str, Any]]:
+    if progress is None:
+        return []
+    return [_jsonable(asdict(step)) for step in progress.steps]
+
+
+def _jsonable(step: dict[str, Any]) -> dict[str, Any]:
+    return {
+        key: value.isoformat() if hasattr(value, "isoformat") else value
+        for key, value in step.items()
+    }
+
+
+def locate_dockerfile(root: Path, context: str, dockerfile: str) -> PreparedSource:
+    """Find the context folder and Dockerfile inside the fetched source."""
+    context_dir = (root / context).resolve()
+    if not context_dir.is_relative_to(root.resolve()) or not context_dir.is_dir():
+        raise SourceError(
+            f"The context folder {context!r} does not exist in the source."
+        )
+    dockerfile_path = (context_dir / dockerfile).resolve()
+    if (
+        not dockerfile_path.is_relative_to(root.resolve())
+        or not dockerfile_path.is_file()
+    ):
+        raise SourceError(
+            f"The Dockerfile {dockerfile!r} was not found in the context "
+            f"folder {context!r}."
+        )
+    text = dockerfile_path.read_text(errors="replace")
+    if dockerfile_path.is_relative_to(context_dir):
+        name = dockerfile_path.relative_to(context_dir).as_posix()
+    else:
+        # BuildKit reads the Dockerfile from the context; bring one from outside in.
+        name = OUTSIDE_DOCKERFILE_NAME
+        (context_dir / name).write_text(text)
+    return PreparedSource(
+        context_dir=context_dir, dockerfile=name, dockerfile_text=text
+    )
