@@ -14,8 +14,11 @@ lint: install
 typecheck: install
 	.venv/bin/mypy
 
-test: install lint
+test: install lint typecheck
 	bash deploy/local/run-tests.sh
 
 proto:
 	bash workers/buildkit/generate.sh
+
+bench: install
+	.venv/bin/python -m bench.farm_vs_docker

@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import os
 import shutil
-import sys
 import tarfile
 import tempfile
 import time
@@ -20,9 +19,10 @@ import requests
 
 from farm.local.engine import EngineLayout, LocalEngine
 from farm.local.postgres import LocalPostgres
-from farm.local.process import ServiceProcess, free_port, port_open, wait_until
+from farm.local.process import free_port
 from farm.local.redis import LocalRedis
 from farm.local.registry import LocalRegistry
+from farm.local.stack import LocalFarm
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts"
 
@@ -125,11 +125,19 @@ def postgres_url() -> Iterator[str]:
 class RunningFarm:
     """A web app and a worker, started as real processes, and what they talk to."""
 
-    web_url: str
-    env: dict[str, str]
-    registry: str
-    engine_url: str
-    processes: list[ServiceProcess]
+    stack: LocalFarm
+
+    @property
+    def web_url(self) -> str:
+        return self.stack.web_url
+
+    @property
+    def registry(self) -> str:
+        return self.stack.registry
+
+    @property
+    def engine_url(self) -> str:
+        return self.stack.engine_url
 
     def api(self, path: str) -> str:
         return f"{self.web_url}/api/v1{path}"
@@ -147,19 +155,6 @@ class RunningFarm:
         raise AssertionError(f"build {build_id} did not end in {timeout_seconds}s")
 
 
-def start_farm_process(
-    name: str, args: list[str], env: dict[str, str], log_dir: Path
-) -> ServiceProcess:
-    process = ServiceProcess(
-        name,
-        [sys.executable, "-m", "farm", *args],
-        log_path=log_dir / f"{name}.log",
-        env=env,
-    )
-    process.start()
-    return process
-
-
 @pytest.fixture(scope="session")
 def farm(
     services_dir: Path,
@@ -170,31 +165,19 @@ def farm(
     tiny_image: str,
 ) -> Iterator[RunningFarm]:
     """The whole farm: web and one worker over Redis, PostgreSQL, engine, registry."""
-    web_port = free_port()
-    env = {
-        "FARM_DATABASE_URL": postgres_url,
-        "FARM_REDIS_URL": redis_url,
-        "FARM_REGISTRY": registry,
-        "FARM_ENGINE_URL": engine_url,
-        "FARM_WEB_URL": f"http://127.0.0.1:{web_port}",
-        "FARM_SECRET_KEY": "test",
-        "FARM_WORKER_NAME": "node-a",
-        "FARM_WORKER_CONCURRENCY": "2",
-        "FARM_WORK_DIR": str(services_dir / "work"),
-    }
-    log_dir = ARTIFACTS / "logs"
-    web = start_farm_process(
-        "web", ["web", "--bind", f"127.0.0.1:{web_port}"], env, log_dir
+    stack = LocalFarm(
+        state_dir=ARTIFACTS,  # the processes' logs are kept as test artifacts
+        redis_port=int(redis_url.rsplit(":", 1)[1].split("/")[0]),
+        registry_port=int(registry.rsplit(":", 1)[1]),
+        web_port=free_port(),
+        engine_name=os.environ.get("FARM_TEST_ENGINE", "test0"),
+        database_url=postgres_url,
+        extra_env={
+            "FARM_SECRET_KEY": "test",
+            "FARM_WORKER_CONCURRENCY": "2",
+            "FARM_WORK_DIR": str(services_dir / "work"),
+        },
     )
-    worker = start_farm_process("worker", ["worker"], env, log_dir)
-    wait_until(
-        lambda: port_open(web_port),
-        timeout_seconds=30,
-        what="web",
-        log_path=web.log_path,
-    )
-    yield RunningFarm(
-        f"http://127.0.0.1:{web_port}", env, registry, engine_url, [web, worker]
-    )
-    worker.stop()
-    web.stop()
+    stack.start_farm()
+    yield RunningFarm(stack)
+    stack.stop()

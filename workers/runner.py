@@ -13,7 +13,14 @@ from typing import Any
 
 from farm.archives import unpack_archive
 from farm.config import Settings
-from farm.errors import BuildCancelled, BuildFailed, FarmError, SourceError
+from farm.dockerfile import parse_dockerfile
+from farm.errors import (
+    BuildCancelled,
+    BuildFailed,
+    FarmError,
+    InvalidRequest,
+    SourceError,
+)
 from farm.ledger import BuildLedger
 from farm.livestate import LiveState
 from farm.models import Build, BuildState
@@ -108,6 +115,7 @@ class BuildRunner:
         progress: BuildProgress | None = None
         try:
             source = self._prepare_source(build, workspace, log)
+            check_target(source.dockerfile_text, build.target)
             progress = BuildProgress(
                 dockerfile_text=source.dockerfile_text, on_log=log.write
             )
@@ -297,3 +305,18 @@ def locate_dockerfile(root: Path, context: str, dockerfile: str) -> PreparedSour
     return PreparedSource(
         context_dir=context_dir, dockerfile=name, dockerfile_text=text
     )
+
+
+def check_target(dockerfile_text: str, target: str | None) -> None:
+    """Fail early, naming the stages there are, when the target stage is not one."""
+    if not target:
+        return
+    try:
+        dockerfile = parse_dockerfile(dockerfile_text)
+    except InvalidRequest:
+        return  # BuildKit reports a Dockerfile it cannot read better than we can
+    if not dockerfile.has_stage(target):
+        stages = ", ".join(dockerfile.stage_names) or "none are named"
+        raise BuildFailed(
+            f"The Dockerfile has no stage named {target!r} (stages: {stages})."
+        )

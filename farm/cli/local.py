@@ -10,7 +10,6 @@ import json
 import os
 import secrets
 import signal
-import sys
 import time
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -22,6 +21,7 @@ from farm.local.engine import EngineLayout, LocalEngine, engine_answers
 from farm.local.process import ServiceProcess, port_open, wait_until
 from farm.local.redis import LocalRedis, redis_answers
 from farm.local.registry import LocalRegistry, registry_answers
+from farm.local.stack import start_farm_process
 
 STATE_DIR = Path("/var/lib/farm/local")
 PIDS_FILE = Path("/run/farm/local/pids.json")
@@ -39,19 +39,6 @@ def _secret_key(state_dir: Path) -> str:
 def _record(pids: dict[str, list[str | int]]) -> None:
     PIDS_FILE.parent.mkdir(parents=True, exist_ok=True)
     PIDS_FILE.write_text(json.dumps(pids, indent=2))
-
-
-def _farm_process(
-    name: str, args: list[str], state_dir: Path, env: dict[str, str]
-) -> ServiceProcess:
-    process = ServiceProcess(
-        name,
-        [sys.executable, "-m", "farm", *args],
-        log_path=state_dir / f"{name}.log",
-        env=env,
-    )
-    process.start()
-    return process
 
 
 @click.group()
@@ -91,9 +78,8 @@ def up(state_dir: Path) -> None:
     env = {"FARM_SECRET_KEY": settings.secret_key or _secret_key(state_dir)}
     web_port = urlsplit(settings.web_url).port or 8000
     if not port_open(web_port):
-        web = _farm_process(
-            "web", ["web", "--bind", f"127.0.0.1:{web_port}"], state_dir, env
-        )
+        bind = ["web", "--bind", f"127.0.0.1:{web_port}"]
+        web = start_farm_process("web", bind, env=env, log_dir=state_dir)
         pids["web"] = _entry(web, "farm")
         wait_until(
             lambda: port_open(web_port),
@@ -102,7 +88,7 @@ def up(state_dir: Path) -> None:
             log_path=web.log_path,
         )
     if "worker" not in pids or not _alive(pids["worker"]):
-        worker = _farm_process("worker", ["worker"], state_dir, env)
+        worker = start_farm_process("worker", ["worker"], env=env, log_dir=state_dir)
         pids["worker"] = _entry(worker, "farm")
     _record(pids)
     click.echo(f"farm is up: {settings.web_url} (logs in {state_dir})")

@@ -1,7 +1,7 @@
 import pytest
 
-from farm.errors import SourceError
-from workers.runner import OUTSIDE_DOCKERFILE_NAME, locate_dockerfile
+from farm.errors import BuildFailed, SourceError
+from workers.runner import OUTSIDE_DOCKERFILE_NAME, check_target, locate_dockerfile
 
 
 def test_dockerfile_inside_context_is_used_in_place(tmp_path):
@@ -40,3 +40,10 @@ def test_symlinked_context_leaving_the_source_is_refused(tmp_path):
     (tmp_path / "src/escape").symlink_to("/etc")
     with pytest.raises(SourceError):
         locate_dockerfile(tmp_path / "src", "escape", "Dockerfile")
+
+
+def test_unknown_target_names_the_stages_there_are():
+    text = "FROM a AS build\nRUN x\nFROM b AS runtime\n"
+    check_target(text, "build")
+    with pytest.raises(BuildFailed, match="stages: build, runtime"):
+        check_target(text, "tests")

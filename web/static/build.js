@@ -45,7 +45,9 @@
     if (build.duration_seconds != null) text("duration", build.duration_seconds.toFixed(1) + " s");
     if (build.source.commit) text("commit", build.source.commit);
     if (build.image) {
-      text("image", build.image.references.map((r) => r + "@" + build.image.digest).join("\n"));
+      const size = (build.image.size_bytes / 1e6).toFixed(1) + " MB";
+      const refs = build.image.references.map((r) => r + "@" + build.image.digest);
+      text("image", refs.join("\n") + "\n" + size);
     }
     if (build.error) {
       const error = document.getElementById("error");

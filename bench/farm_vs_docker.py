@@ -1,0 +1,149 @@
+"""Time the farm against a plain ``docker build`` of the same examples on one engine.
+
+Starts its own farm (Redis, registry, engine ``bench0``, web app, one worker) on
+loopback, then for each example: clears the engine's build cache, builds it with the
+Docker CLI (cold, then cached), clears the cache again and builds it through the farm's
+API (cold, then cached). The farm's figures are wall time from the POST to the final
+state, so they include fetching the source, pushing to the registry and recording.
+
+Run: .venv/bin/python -m bench.farm_vs_docker [example ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import docker
+import requests
+
+from farm.client import pack_folder
+from farm.local.process import free_port
+from farm.local.stack import LocalFarm
+from workers.baseimages import (
+    BaseImageSettings,
+    detect_debian_mirror,
+    ensure_base_images,
+)
+from workers.baseimages.certs import local_ca_files
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+DOCKER_CLI = "/usr/bin/docker"  # Debian's 20.10 client drives BuildKit without buildx
+
+
+def plain_build(engine_url: str, folder: Path, tag: str) -> float:
+    started = time.monotonic()
+    subprocess.run(
+        [DOCKER_CLI, "-H", engine_url, "build", "-q", "-t", tag, str(folder)],
+        check=True,
+        capture_output=True,
+        env={"DOCKER_BUILDKIT": "1"},
+    )
+    return time.monotonic() - started
+
+
+def farm_build(web_url: str, folder: Path, tag: str) -> tuple[float, dict]:
+    archive = pack_folder(folder)
+    started = time.monotonic()
+    response = requests.post(
+        f"{web_url}/api/v1/builds",
+        timeout=60,
+        data={"tags": tag},
+        files={"archive": ("src.tar.gz", archive)},
+    )
+    response.raise_for_status()
+    build_url = f"{web_url}/api/v1/builds/{response.json()['id']}"
+    while True:
+        build = requests.get(build_url, timeout=10).json()
+        if build["state"] in {"succeeded", "failed", "cancelled"}:
+            break
+        time.sleep(0.05)
+    elapsed = time.monotonic() - started
+    if build["state"] != "succeeded":
+        raise RuntimeError(
+            f"farm build of {folder.name} {build['state']}: {build['error']}"
+        )
+    return elapsed, build
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "examples",
+        nargs="*",
+        default=["web-go", "api-node", "service-python", "three-stage"],
+    )
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    with tempfile.TemporaryDirectory(prefix="farm-bench-") as state:
+        stack = LocalFarm(
+            state_dir=Path(state),
+            redis_port=free_port(),
+            registry_port=free_port(),
+            web_port=free_port(),
+            engine_name="bench0",
+            extra_env={"FARM_SECRET_KEY": "bench"},
+        )
+        stack.start()
+        try:
+            return run(stack, args.examples)
+        finally:
+            stack.stop()
+
+
+def run(stack: LocalFarm, examples: list[str]) -> int:
+    api = docker.APIClient(base_url=stack.engine_url, timeout=3600)
+    print("making base images in engine bench0 (once per machine)...", flush=True)
+    ensure_base_images(
+        api,
+        BaseImageSettings(
+            mirror=detect_debian_mirror(), extra_ca_files=local_ca_files()
+        ),
+    )
+    rows = []
+    for name in examples:
+        folder = EXAMPLES / name
+        api.prune_builds(all=True)
+        plain_cold = plain_build(stack.engine_url, folder, f"bench/{name}:plain")
+        plain_cached = plain_build(stack.engine_url, folder, f"bench/{name}:plain")
+        api.prune_builds(all=True)
+        farm_cold, cold = farm_build(stack.web_url, folder, f"bench/{name}:farm")
+        farm_cached, cached = farm_build(stack.web_url, folder, f"bench/{name}:farm")
+        rows.append(
+            (
+                name,
+                plain_cold,
+                farm_cold,
+                plain_cached,
+                farm_cached,
+                f"{cached['steps_cached']}/{cached['steps_total']}",
+            )
+        )
+        print(f"{name}: done", flush=True)
+    print()
+    print(
+        "| example | docker build cold | farm cold | ratio | docker build cached |"
+        " farm cached | ratio | farm cached steps |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
+    for name, pc, fc, pk, fk, steps in rows:
+        print(
+            f"| {name} | {pc:.2f} s | {fc:.2f} s | {fc / pc:.2f}× | {pk:.2f} s | "
+            f"{fk:.2f} s | {fk / pk:.2f}× | {steps} |"
+        )
+    total_plain = sum(r[1] for r in rows)
+    total_farm = sum(r[2] for r in rows)
+    print(
+        f"\ncold total: docker build {total_plain:.1f} s, farm {total_farm:.1f} s "
+        f"({total_farm / total_plain:.2f}×)"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

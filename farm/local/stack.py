@@ -1,0 +1,120 @@
+"""A whole farm on one machine: Redis, registry, engine, web app and workers.
+
+Used by ``farm local up``, the test suite and the benchmarks, so all three start the
+farm the same way.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from farm.local.engine import EngineLayout, LocalEngine
+from farm.local.process import ServiceProcess, port_open, wait_until
+from farm.local.redis import LocalRedis
+from farm.local.registry import LocalRegistry
+
+logger = logging.getLogger(__name__)
+
+
+def start_farm_process(
+    name: str, args: list[str], *, env: dict[str, str], log_dir: Path
+) -> ServiceProcess:
+    """Run ``python -m farm ARGS`` in its own session, logging to LOG_DIR/NAME.log."""
+    process = ServiceProcess(
+        name,
+        [sys.executable, "-m", "farm", *args],
+        log_path=log_dir / f"{name}.log",
+        env=env,
+    )
+    process.start()
+    return process
+
+
+@dataclass
+class LocalFarm:
+    """Start and stop a complete farm whose every part listens on loopback."""
+
+    state_dir: Path
+    redis_port: int
+    registry_port: int
+    web_port: int
+    engine_name: str
+    database_url: str = ""
+    worker_names: tuple[str, ...] = ("node-a",)
+    extra_env: dict[str, str] = field(default_factory=dict)
+    services: list[LocalRedis | LocalRegistry | LocalEngine] = field(
+        default_factory=list
+    )
+    processes: list[ServiceProcess] = field(default_factory=list)
+
+    @property
+    def web_url(self) -> str:
+        return f"http://127.0.0.1:{self.web_port}"
+
+    @property
+    def registry(self) -> str:
+        return f"127.0.0.1:{self.registry_port}"
+
+    @property
+    def engine_url(self) -> str:
+        return EngineLayout(self.engine_name).url
+
+    def env(self) -> dict[str, str]:
+        """The ``FARM_*`` settings every farm process of this stack reads."""
+        return {
+            "FARM_DATABASE_URL": self.database_url
+            or f"sqlite:///{self.state_dir / 'farm.db'}",
+            "FARM_REDIS_URL": f"redis://127.0.0.1:{self.redis_port}/0",
+            "FARM_REGISTRY": self.registry,
+            "FARM_ENGINE_URL": self.engine_url,
+            "FARM_WEB_URL": self.web_url,
+            "FARM_WORK_DIR": str(self.state_dir / "work"),
+            **self.extra_env,
+        }
+
+    def start(self) -> None:
+        self.start_services()
+        self.start_farm()
+
+    def start_services(self) -> None:
+        redis = LocalRedis(self.state_dir / "redis", port=self.redis_port)
+        registry = LocalRegistry(self.state_dir / "registry", port=self.registry_port)
+        engine = LocalEngine(EngineLayout(self.engine_name))
+        for service in (redis, registry, engine):
+            service.start()
+            self.services.append(service)
+
+    def start_farm(self) -> None:
+        """Start the web app and one worker per name, and wait for the web app."""
+        log_dir = self.state_dir / "logs"
+        web = start_farm_process(
+            "web",
+            ["web", "--bind", f"127.0.0.1:{self.web_port}"],
+            env=self.env(),
+            log_dir=log_dir,
+        )
+        self.processes.append(web)
+        for name in self.worker_names:
+            env = {**self.env(), "FARM_WORKER_NAME": name}
+            self.processes.append(
+                start_farm_process(
+                    f"worker-{name}", ["worker"], env=env, log_dir=log_dir
+                )
+            )
+        wait_until(
+            lambda: port_open(self.web_port),
+            timeout_seconds=30,
+            what="web",
+            log_path=web.log_path,
+        )
+
+    def stop(self) -> None:
+        for process in reversed(self.processes):
+            process.stop()
+        for service in reversed(self.services):
+            service.stop()
+        self.processes.clear()
+        self.services.clear()
