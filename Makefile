@@ -8,8 +8,8 @@ demo: install
 	bash deploy/local/demo.sh
 
 lint: install
-	.venv/bin/ruff check farm workers web tests
-	.venv/bin/ruff format --check farm workers web tests
+	.venv/bin/ruff check farm workers web tests bench
+	.venv/bin/ruff format --check farm workers web tests bench
 
 typecheck: install
 	.venv/bin/mypy

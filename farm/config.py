@@ -30,6 +30,7 @@ class Settings:
     work_dir: Path = Path("/var/tmp/farm")
     max_archive_bytes: int = 256 * 1024 * 1024
     build_timeout_seconds: int = 3600
+    reap_interval_seconds: int = 30
     allow_file_urls: bool = False
     log_level: str = "INFO"
 

@@ -58,6 +58,12 @@ class Conflict(FarmError):
     status = 409
 
 
+class AttemptLost(Conflict):
+    """A worker tried to record a build that was meanwhile handed to another node."""
+
+    code = "attempt_lost"
+
+
 class StoreUnavailable(FarmError):
     """The database or Redis could not be reached."""
 

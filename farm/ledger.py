@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import secrets
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -20,10 +21,12 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from farm.buildspec import ArchiveSource, BuildSpec, GitSource
-from farm.errors import FarmError, NotFound, StoreUnavailable
+from farm.errors import AttemptLost, FarmError, NotFound, StoreUnavailable
 from farm.models import FINAL_STATES, Archive, Base, Build, BuildLog, BuildState, utcnow
 
 logger = logging.getLogger(__name__)
+
+CREATE_ATTEMPTS = 5
 
 
 def as_utc(moment: datetime | None) -> datetime | None:
@@ -70,8 +73,18 @@ class BuildLedger:
         return cls(open_database(url))
 
     def create_tables(self) -> None:
-        with self._translated():
-            Base.metadata.create_all(self.engine)
+        """Create missing tables; safe when several processes start at once."""
+        for attempt in range(CREATE_ATTEMPTS):
+            try:
+                with self._translated():
+                    Base.metadata.create_all(self.engine)
+                return
+            except StoreUnavailable:
+                # Another process created a table between our check and our
+                # CREATE; the next pass sees it and goes on.
+                if attempt == CREATE_ATTEMPTS - 1:
+                    raise
+                time.sleep(0.2 * (attempt + 1))
 
     @contextmanager
     def _translated(self) -> Iterator[None]:
@@ -195,15 +208,32 @@ class BuildLedger:
             session.execute(update(Build).where(Build.id == build_id).values(**values))
 
     def finish(
-        self, build_id: str, state: BuildState, *, log_text: str = "", **values: Any
+        self,
+        build_id: str,
+        state: BuildState,
+        *,
+        log_text: str = "",
+        attempt: int | None = None,
+        **values: Any,
     ) -> Build:
-        """Record the final state, outcome fields and the whole log in one go."""
+        """Record the final state, outcome fields and the whole log in one go.
+
+        With ``attempt``, only the worker still holding that attempt may finish the
+        build: one whose build was handed to another node gets :class:`AttemptLost`.
+        """
         assert state in FINAL_STATES
         now = utcnow()
         with self._session() as session:
             build = session.get(Build, build_id, with_for_update=True)
             if build is None:
                 raise NotFound(f"There is no build {build_id!r}.")
+            if attempt is not None and (
+                build.state != BuildState.RUNNING or build.attempts != attempt
+            ):
+                raise AttemptLost(
+                    f"Build {build_id} attempt {attempt} no longer holds the build "
+                    f"({build.state}, attempt {build.attempts})."
+                )
             build.state = state
             build.finished_at = now
             started = as_utc(build.started_at)
@@ -215,6 +245,20 @@ class BuildLedger:
             session.merge(BuildLog(build_id=build_id, text=log_text))
         logger.info("build=%s: %s", build_id, state.value)
         return build
+
+    def requeue(self, build_id: str, *, attempt: int) -> bool:
+        """Hand a running build back to the queue if ``attempt`` still holds it."""
+        with self._session() as session:
+            result = session.execute(
+                update(Build)
+                .where(
+                    Build.id == build_id,
+                    Build.state == BuildState.RUNNING,
+                    Build.attempts == attempt,
+                )
+                .values(state=BuildState.QUEUED, worker=None)
+            )
+            return bool(getattr(result, "rowcount", 0))
 
     def cancel_if_queued(self, build_id: str) -> bool:
         """Cancel a build that no worker has started; False if it had started."""

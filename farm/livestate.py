@@ -15,10 +15,20 @@ from farm.errors import StoreUnavailable
 logger = logging.getLogger(__name__)
 
 FINISHED_LOG_TTL_SECONDS = 3600
+HEARTBEAT_TTL_SECONDS = 30
+WORKER_TTL_SECONDS = 30
 
 
 def _log_key(build_id: str) -> str:
     return f"farm:build:{build_id}:log"
+
+
+def _heartbeat_key(build_id: str) -> str:
+    return f"farm:build:{build_id}:heartbeat"
+
+
+def _worker_key(name: str) -> str:
+    return f"farm:worker:{name}"
 
 
 def _cancel_key(build_id: str) -> str:
@@ -52,6 +62,41 @@ class LiveState:
             self.client.expire(_log_key(build_id), FINISHED_LOG_TTL_SECONDS)
         except redis.RedisError:
             logger.warning("build=%s: could not set expiry on live log", build_id)
+
+    def beat(self, build_id: str, *, worker: str) -> None:
+        """Say that ``worker`` is still running the build, for the next few seconds."""
+        try:
+            self.client.set(_heartbeat_key(build_id), worker, ex=HEARTBEAT_TTL_SECONDS)
+        except redis.RedisError:
+            logger.warning("build=%s: heartbeat not sent (Redis down)", build_id)
+
+    def end_beats(self, build_id: str) -> None:
+        try:
+            self.client.delete(_heartbeat_key(build_id))
+        except redis.RedisError:
+            logger.warning("build=%s: heartbeat not cleared (Redis down)", build_id)
+
+    def has_heartbeat(self, build_id: str) -> bool:
+        """Whether a worker beat for the build lately; True when Redis can't tell."""
+        try:
+            return bool(self.client.exists(_heartbeat_key(build_id)))
+        except redis.RedisError:
+            return True
+
+    def beat_worker(self, name: str) -> None:
+        """Say that worker ``name`` is up and consuming builds."""
+        try:
+            self.client.set(_worker_key(name), "up", ex=WORKER_TTL_SECONDS)
+        except redis.RedisError:
+            logger.warning("worker=%s: heartbeat not sent (Redis down)", name)
+
+    def workers(self) -> list[str]:
+        """Names of the workers that beat lately."""
+        try:
+            keys = self.client.keys(_worker_key("*"))
+        except redis.RedisError as exc:
+            raise StoreUnavailable("Redis could not be reached.") from exc
+        return sorted(_text(key).removeprefix(_worker_key("")) for key in keys)
 
     def request_cancel(self, build_id: str) -> None:
         try:

@@ -15,6 +15,7 @@ from farm.archives import unpack_archive
 from farm.config import Settings
 from farm.dockerfile import parse_dockerfile
 from farm.errors import (
+    AttemptLost,
     BuildCancelled,
     BuildFailed,
     FarmError,
@@ -25,13 +26,15 @@ from farm.ledger import BuildLedger
 from farm.livestate import LiveState
 from farm.models import Build, BuildState
 from workers.buildkit.progress import BuildProgress
-from workers.engine import EngineClient, make_context_tar
+from workers.context import make_context_tar
+from workers.engine import EngineClient
 from workers.source import fetch_git, redact_url
 
 logger = logging.getLogger(__name__)
 
 STEPS_SAVE_INTERVAL_SECONDS = 2.0
 CANCEL_POLL_SECONDS = 1.0
+HEARTBEAT_INTERVAL_SECONDS = 5.0
 OUTSIDE_DOCKERFILE_NAME = ".farm.Dockerfile"
 
 
@@ -50,7 +53,11 @@ class BuildLog:
     def __init__(self, build_id: str, live: LiveState) -> None:
         self.build_id = build_id
         self.live = live
-        self.lines: list[str] = []
+        # A re-run continues the log of the attempts before it.
+        try:
+            self.lines: list[str] = live.read_log(build_id)
+        except FarmError:
+            self.lines = []
 
     def write(self, lines: list[str]) -> None:
         self.lines.extend(lines)
@@ -79,17 +86,20 @@ class BuildRunner:
         self.engine = engine
 
     def run(self, build_id: str) -> None:
-        build = self.ledger.claim(build_id, worker=self.settings.worker_name)
+        worker = self.settings.worker_name
+        build = self.ledger.claim(build_id, worker=worker)
         if build is None:
             logger.info("build=%s: not queued any more, skipped", build_id)
             return
+        self.live.beat(build_id, worker=worker)
         log = BuildLog(build_id, self.live)
+        log.write([f"Attempt {build.attempts} on worker {worker}"])
         cancel = threading.Event()
         watcher = threading.Thread(
-            target=self._watch_cancel,
+            target=self._watch,
             args=(build_id, cancel),
             daemon=True,
-            name=f"cancel-{build_id}",
+            name=f"watch-{build_id}",
         )
         watcher.start()
         self.settings.work_dir.mkdir(parents=True, exist_ok=True)
@@ -98,13 +108,22 @@ class BuildRunner:
         )
         try:
             self._run_claimed(build, log, cancel, workspace)
+        except AttemptLost as exc:
+            logger.warning("build=%s: result dropped: %s", build_id, exc.message)
         finally:
             cancel.set()
+            watcher.join()
             shutil.rmtree(workspace, ignore_errors=True)
+            self.live.end_beats(build_id)
             self.live.expire_log(build_id)
 
-    def _watch_cancel(self, build_id: str, cancel: threading.Event) -> None:
+    def _watch(self, build_id: str, cancel: threading.Event) -> None:
+        """Beat for the build and turn a cancel request into the cancel event."""
+        beat_at = time.monotonic()
         while not cancel.wait(CANCEL_POLL_SECONDS):
+            if time.monotonic() - beat_at >= HEARTBEAT_INTERVAL_SECONDS:
+                self.live.beat(build_id, worker=self.settings.worker_name)
+                beat_at = time.monotonic()
             if self.live.cancel_requested(build_id):
                 logger.info("build=%s: cancelling on request", build_id)
                 cancel.set()
@@ -128,9 +147,12 @@ class BuildRunner:
                 build.id,
                 BuildState.SUCCEEDED,
                 log_text=log.text(),
+                attempt=build.attempts,
                 image_id=image_id,
                 **outcome,
             )
+        except AttemptLost:
+            raise
         except BuildCancelled:
             self._fail(
                 build,
@@ -177,7 +199,9 @@ class BuildRunner:
         )
         steps = _steps_as_dicts(progress)
         self.ledger.record_steps(build.id, steps)
-        self.ledger.finish(build.id, state, log_text=log.text(), error=error)
+        self.ledger.finish(
+            build.id, state, log_text=log.text(), attempt=build.attempts, error=error
+        )
         logger.info("build=%s: %s: %s", build.id, state.value, error["message"])
 
     def _prepare_source(

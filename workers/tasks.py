@@ -3,18 +3,23 @@
 from __future__ import annotations
 
 import logging
+import threading
 
 import redis
 from celery import Celery
+from celery.signals import worker_ready, worker_shutting_down
 
 from farm.config import Settings
 from farm.ledger import BuildLedger
 from farm.livestate import LiveState
-from farm.queue import RUN_BUILD_TASK, make_celery
+from farm.queue import RUN_BUILD_TASK, BuildQueue, make_celery
 from workers.engine import EngineClient
+from workers.reaper import LostBuildReaper
 from workers.runner import BuildRunner
 
 logger = logging.getLogger(__name__)
+
+WORKER_BEAT_SECONDS = 10
 
 
 def make_runner(settings: Settings) -> BuildRunner:
@@ -38,11 +43,38 @@ def make_worker_app(settings: Settings, runner: BuildRunner) -> Celery:
     return app
 
 
+def start_housekeeping(settings: Settings, runner: BuildRunner, app: Celery) -> None:
+    """Once the worker consumes, beat for it and sweep for dead workers' builds."""
+    queue = BuildQueue(app, runner.live.client)
+    reaper = LostBuildReaper(runner.ledger, runner.live, queue)
+    stop = threading.Event()
+
+    def beat_forever() -> None:
+        while True:
+            runner.live.beat_worker(settings.worker_name)
+            if stop.wait(WORKER_BEAT_SECONDS):
+                return
+
+    def start(**_: object) -> None:
+        interval = settings.reap_interval_seconds
+        threading.Thread(target=beat_forever, daemon=True, name="beat").start()
+        threading.Thread(
+            target=reaper.run_forever,
+            kwargs={"stop": stop, "interval_seconds": interval},
+            daemon=True,
+            name="reaper",
+        ).start()
+
+    worker_ready.connect(start, weak=False)
+    worker_shutting_down.connect(lambda **_: stop.set(), weak=False)
+
+
 def run_worker(settings: Settings) -> None:
     """Run a Celery worker for this node: threads, one per concurrent build."""
     runner = make_runner(settings)
     runner.engine.ping()
     app = make_worker_app(settings, runner)
+    start_housekeeping(settings, runner, app)
     logger.info(
         "worker=%s engine=%s: starting with %d slots",
         settings.worker_name,

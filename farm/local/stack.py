@@ -8,11 +8,20 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import redis
+
+from farm.livestate import LiveState
 from farm.local.engine import EngineLayout, LocalEngine
-from farm.local.process import ServiceProcess, port_open, wait_until
+from farm.local.process import (
+    ServiceProcess,
+    ServiceStartError,
+    port_open,
+    wait_until,
+)
 from farm.local.redis import LocalRedis
 from farm.local.registry import LocalRegistry
 
@@ -110,6 +119,21 @@ class LocalFarm:
             what="web",
             log_path=web.log_path,
         )
+        self.wait_for_workers()
+
+    def wait_for_workers(self, *, timeout_seconds: float = 60) -> None:
+        """Wait until every worker says it is consuming; raise if one exited."""
+        live = LiveState(redis.Redis.from_url(self.env()["FARM_REDIS_URL"]))
+        deadline = time.monotonic() + timeout_seconds
+        while time.monotonic() < deadline:
+            for process in self.processes:
+                if not process.running():
+                    tail = process.log_path.read_text(errors="replace")[-3000:]
+                    raise ServiceStartError(f"{process.name} exited:\n{tail}")
+            if set(self.worker_names) <= set(live.workers()):
+                return
+            time.sleep(0.2)
+        raise ServiceStartError(f"workers {self.worker_names} not ready in time")
 
     def stop(self) -> None:
         for process in reversed(self.processes):

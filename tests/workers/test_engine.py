@@ -25,7 +25,8 @@ from farm.errors import (
 )
 from farm.local.process import ServiceProcess, free_port, port_open, wait_until
 from workers.buildkit.progress import BuildProgress
-from workers.engine import EngineClient, _build_params, make_context_tar
+from workers.context import make_context_tar
+from workers.engine import EngineClient, _build_params
 
 MANIFEST_TYPES = ", ".join(
     [

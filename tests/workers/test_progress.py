@@ -358,7 +358,8 @@ class _RecordingProgress(BuildProgress):
 
 def _record(engine_url: str, dockerfile: str, streams: list[str]) -> None:
     from farm.errors import FarmError
-    from workers.engine import EngineClient, make_context_tar
+    from workers.context import make_context_tar
+    from workers.engine import EngineClient
 
     tag = f"farm-test/recording:{uuid.uuid4().hex[:12]}"
     with tempfile.TemporaryDirectory() as folder, EngineClient(engine_url) as engine:

@@ -1,0 +1,93 @@
+"""A worker killed in the middle of a build: the build is re-run on a live node."""
+
+from __future__ import annotations
+
+import io
+import signal
+import tarfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+
+from farm.local.process import free_port
+from farm.local.stack import LocalFarm
+from tests.conftest import ARTIFACTS
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def two_node_farm(
+    redis_url, registry, postgres_url, engine_url, tiny_image, tmp_path_factory
+) -> Iterator[LocalFarm]:
+    """Web and two workers on their own queue, sweeping for lost builds every 2 s."""
+    stack = LocalFarm(
+        state_dir=ARTIFACTS / "worker-loss",
+        redis_port=int(redis_url.rsplit(":", 1)[1].split("/")[0]),
+        registry_port=int(registry.rsplit(":", 1)[1]),
+        web_port=free_port(),
+        engine_name=engine_url.split("/")[-2],
+        database_url=postgres_url,
+        worker_names=("node-x", "node-y"),
+        extra_env={
+            "FARM_QUEUE": "worker-loss",
+            "FARM_REAP_INTERVAL_SECONDS": "2",
+            "FARM_WORKER_CONCURRENCY": "1",
+            "FARM_SECRET_KEY": "test",
+            "FARM_WORK_DIR": str(tmp_path_factory.mktemp("work")),
+        },
+    )
+    stack.start_farm()
+    yield stack
+    stack.stop()
+
+
+def slow_source(base: str, marker: str) -> bytes:
+    dockerfile = f"FROM {base}\nRUN echo {marker} && sleep 6 && echo slept\n".encode()
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz", format=tarfile.GNU_FORMAT) as tar:
+        info = tarfile.TarInfo("Dockerfile")
+        info.size = len(dockerfile)
+        tar.addfile(info, io.BytesIO(dockerfile))
+    return buffer.getvalue()
+
+
+def test_build_of_killed_worker_is_rerun_on_the_other(two_node_farm, tiny_image):
+    api = f"{two_node_farm.web_url}/api/v1/builds"
+    marker = f"marker-{time.time_ns()}"
+    build_id = requests.post(
+        api,
+        timeout=30,
+        files={"archive": ("s.tar.gz", slow_source(tiny_image, marker))},
+    ).json()["id"]
+    deadline = time.monotonic() + 60
+    build = {}
+    while time.monotonic() < deadline:
+        build = requests.get(f"{api}/{build_id}", timeout=10).json()
+        log = requests.get(f"{api}/{build_id}/log", timeout=10).json()["lines"]
+        if build["state"] == "running" and any(marker in line for line in log):
+            break
+        time.sleep(0.2)
+    first_worker = build["worker"]
+    victim = next(
+        p for p in two_node_farm.processes if p.name == f"worker-{first_worker}"
+    )
+    victim.stop(sig=signal.SIGKILL)
+    killed_at = time.monotonic()
+
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        build = requests.get(f"{api}/{build_id}", timeout=10).json()
+        if build["state"] in {"succeeded", "failed", "cancelled"}:
+            break
+        time.sleep(0.5)
+    assert build["state"] == "succeeded", build["error"]
+    assert build["attempts"] == 2
+    assert build["worker"] != first_worker
+    assert time.monotonic() - killed_at < 60
+    log = requests.get(f"{api}/{build_id}/log", timeout=10).json()["lines"]
+    assert any("stopped answering" in line for line in log)
+    assert Path(victim.log_path).exists()
