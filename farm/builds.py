@@ -7,8 +7,14 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from farm.archives import check_archive
-from farm.buildspec import ArchiveSource, BuildSpec, parse_git_source, parse_spec
+from farm.archives import DEFAULT_MAX_UNPACKED_BYTES, check_archive
+from farm.buildspec import (
+    ArchiveSource,
+    BuildSpec,
+    parse_git_source,
+    parse_spec,
+    redact_url,
+)
 from farm.errors import Conflict, InvalidRequest, StoreUnavailable
 from farm.ledger import BuildLedger, as_utc
 from farm.livestate import LiveState
@@ -30,6 +36,7 @@ class BuildService:
         default_queue: str,
         allow_file_urls: bool = False,
         max_archive_bytes: int = 256 * 1024 * 1024,
+        max_source_bytes: int = DEFAULT_MAX_UNPACKED_BYTES,
     ) -> None:
         self.ledger = ledger
         self.queue = queue
@@ -37,6 +44,7 @@ class BuildService:
         self.default_queue = default_queue
         self.allow_file_urls = allow_file_urls
         self.max_archive_bytes = max_archive_bytes
+        self.max_source_bytes = max_source_bytes
 
     def submit_git(self, options: Mapping[str, Any], *, url: Any, ref: Any) -> Build:
         """Validate and submit a build of a git repository at a ref."""
@@ -54,7 +62,7 @@ class BuildService:
                 f"The archive is larger than {self.max_archive_bytes} bytes.",
                 field="archive",
             )
-        check_archive(content)
+        check_archive(content, max_unpacked_bytes=self.max_source_bytes)
         source = ArchiveSource(
             sha256=hashlib.sha256(content).hexdigest(),
             size_bytes=len(content),
@@ -65,16 +73,16 @@ class BuildService:
         return self.submit(spec)
 
     def submit(self, spec: BuildSpec) -> Build:
-        """Record the build durably, then enqueue it; never leave one half-made."""
+        """Record the build durably, then enqueue it; never leave one half-made.
+
+        If the queue cannot take it, the record is removed again, so a client that
+        retries after the 503 does not leave failed builds behind.
+        """
         build = self.ledger.create(spec, queue=self.default_queue)
         try:
             self.queue.enqueue(build.id, queue=build.queue)
-        except StoreUnavailable as exc:
-            self.ledger.finish(
-                build.id,
-                BuildState.FAILED,
-                error={"code": "queue_unavailable", "message": exc.message},
-            )
+        except StoreUnavailable:
+            self.ledger.discard(build.id)
             raise
         return build
 
@@ -108,7 +116,11 @@ def describe_build(build: Build, *, base_url: str = "") -> dict[str, Any]:
     """The public JSON shape of a build, as the API returns it."""
     source: dict[str, Any] = {"kind": build.source_kind}
     if build.source_kind == "git":
-        source.update(url=build.git_url, ref=build.git_ref, commit=build.git_commit)
+        source.update(
+            url=redact_url(build.git_url or ""),
+            ref=build.git_ref,
+            commit=build.git_commit,
+        )
     else:
         source.update(sha256=build.archive_sha256)
     image = None

@@ -7,7 +7,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 from farm.errors import InvalidRequest
 
@@ -70,16 +70,43 @@ class BuildSpec:
 
 def parse_spec(data: Mapping[str, Any], source: Source) -> BuildSpec:
     """Validate the build options of a request (JSON body or form) around ``source``."""
+    context = clean_relative_path(data.get("context") or ".", field="context")
+    dockerfile = data.get("dockerfile") or "Dockerfile"
+    if not isinstance(dockerfile, str) or len(dockerfile) > MAX_PATH_CHARS:
+        raise InvalidRequest("The dockerfile must be a path.", field="dockerfile")
+    # The Dockerfile is named relative to the context but may sit outside it, as
+    # long as it stays inside the source.
+    clean_relative_path(posixpath.join(context, dockerfile), field="dockerfile")
     return BuildSpec(
         source=source,
-        context=clean_relative_path(data.get("context") or ".", field="context"),
-        dockerfile=clean_relative_path(
-            data.get("dockerfile") or "Dockerfile", field="dockerfile"
-        ),
+        context=context,
+        dockerfile=posixpath.normpath(dockerfile),
         target=clean_target(data.get("target")),
         build_args=clean_build_args(data.get("build_args") or {}),
         tags=clean_tags(data.get("tags") or []),
     )
+
+
+def reject_unknown_fields(data: Mapping[str, Any], known: set[str]) -> None:
+    """Refuse fields we do not know, so a misspelt option is not silently dropped."""
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise InvalidRequest(
+            f"Unknown field {unknown[0]!r}; accepted fields are "
+            f"{', '.join(sorted(known))}.",
+            field=unknown[0],
+        )
+
+
+def redact_url(url: str) -> str:
+    """The URL without any user name or password, for logs, records and pages."""
+    parts = urlsplit(url)
+    if not parts.password and not parts.username:
+        return url
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    return urlunsplit((parts.scheme, f"***@{host}", parts.path, parts.query, ""))
 
 
 def parse_git_source(url: Any, ref: Any, *, allow_file_urls: bool = False) -> GitSource:
@@ -94,7 +121,11 @@ def clean_git_url(url: Any, *, allow_file_urls: bool = False) -> str:
     if not isinstance(url, str) or not url.strip():
         raise InvalidRequest("Give the git repository URL.", field="git_url")
     url = url.strip()
-    if len(url) > MAX_PATH_CHARS or any(ch.isspace() or ord(ch) < 32 for ch in url):
+    if len(url) > MAX_PATH_CHARS:
+        raise InvalidRequest(
+            f"The git URL is longer than {MAX_PATH_CHARS} characters.", field="git_url"
+        )
+    if any(ch.isspace() or ord(ch) < 32 for ch in url):
         raise InvalidRequest(
             "The git URL has spaces or control characters.", field="git_url"
         )
@@ -216,7 +247,15 @@ def clean_tag(tag: Any) -> str:
     if not isinstance(tag, str) or len(tag) > 255:
         raise InvalidRequest("Each tag must be a name like 'web:1.0'.", field="tags")
     repository, _, version = tag.partition(":")
-    if not _REPOSITORY.match(repository) or (version and not _TAG.match(version)):
+    first = repository.split("/", 1)[0]
+    # Docker reads a first component with a dot or port, or 'localhost', as a
+    # registry host; the farm pushes only to its own registry.
+    names_host = "/" in repository and ("." in first or first == "localhost")
+    if (
+        names_host
+        or not _REPOSITORY.match(repository)
+        or (version and not _TAG.match(version))
+    ):
         raise InvalidRequest(
             f"Tag {tag!r} is not a valid image name: use lowercase "
             "'name[:tag]', without a registry host.",

@@ -29,6 +29,7 @@ class Settings:
     worker_concurrency: int = 2
     work_dir: Path = Path("/var/tmp/farm")
     max_archive_bytes: int = 256 * 1024 * 1024
+    max_source_bytes: int = 1024**3
     build_timeout_seconds: int = 3600
     reap_interval_seconds: int = 30
     allow_file_urls: bool = False

@@ -16,7 +16,16 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, case, create_engine, event, func, select, update
+from sqlalchemy import (
+    Engine,
+    case,
+    create_engine,
+    delete,
+    event,
+    func,
+    select,
+    update,
+)
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -157,6 +166,18 @@ class BuildLedger:
             session.add(build)
         logger.info("build=%s queue=%s: recorded", build.id, queue)
         return build
+
+    def ping(self) -> None:
+        """Raise StoreUnavailable unless the database answers."""
+        with self._session() as session:
+            session.execute(select(1))
+
+    def discard(self, build_id: str) -> None:
+        """Remove a build that was never handed to the queue."""
+        with self._session() as session:
+            session.execute(delete(BuildLog).where(BuildLog.build_id == build_id))
+            session.execute(delete(Build).where(Build.id == build_id))
+        logger.info("build=%s: discarded, the queue did not take it", build_id)
 
     def get(self, build_id: str) -> Build:
         with self._session() as session:

@@ -41,6 +41,13 @@ class LiveState:
     def __init__(self, client: redis.Redis) -> None:
         self.client = client
 
+    def ping(self) -> None:
+        """Raise StoreUnavailable unless Redis answers."""
+        try:
+            self.client.ping()
+        except redis.RedisError as exc:
+            raise StoreUnavailable("Redis could not be reached.") from exc
+
     def append_log(self, build_id: str, lines: Sequence[str]) -> None:
         if not lines:
             return

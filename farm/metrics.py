@@ -42,6 +42,7 @@ class FarmCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         for make in (
             self._queue_depth,
+            self._builds_running,
             self._builds_total,
             self._durations,
             self._waits,
@@ -60,6 +61,13 @@ class FarmCollector(Collector):
         )
         for name in self.queues:
             family.add_metric([name], self.queue.depth(name))
+        return family
+
+    def _builds_running(self) -> Metric:
+        family = GaugeMetricFamily(
+            "farm_builds_running", "Builds a worker is running now."
+        )
+        family.add_metric([], self.ledger.count_by_state().get("running", 0))
         return family
 
     def _builds_total(self) -> Metric:

@@ -50,3 +50,12 @@ def test_failed_build_exits_one_and_names_the_line(farm, tiny_image, tmp_path: P
 def test_unreachable_farm_exits_three(tmp_path: Path):
     done = run_farm("status", server="http://127.0.0.1:9")
     assert done.returncode == 3 and "Could not reach" in done.stderr
+
+
+def test_missing_folder_is_a_usage_error(farm, tmp_path: Path):
+    done = run_farm("submit", str(tmp_path / "nope"), server=farm.web_url)
+    assert done.returncode == 2 and "neither a folder nor a git URL" in done.stderr
+    bad_arg = run_farm(
+        "submit", str(tmp_path), "--build-arg", "NOEQUALS", server=farm.web_url
+    )
+    assert bad_arg.returncode == 2 and "NAME=value" in bad_arg.stderr

@@ -363,3 +363,61 @@ def test_metrics_report_queue_states_and_durations(farm):
     assert succeeded and float(succeeded[0].split()[-1]) >= 1
     assert "farm_build_duration_seconds_bucket" in text
     assert "farm_build_wait_seconds_count" in text
+
+
+def test_dockerfile_outside_the_context_is_used(farm, tiny_image, tmp_path):
+    write_project(tmp_path / "src/app", "unused", "outside")
+    (tmp_path / "src/app/Dockerfile").unlink()
+    (tmp_path / "src/docker").mkdir()
+    (tmp_path / "src/docker/app.Dockerfile").write_text(
+        f"FROM {tiny_image}\nCOPY message.txt /m\n"
+    )
+    response = requests.post(
+        farm.api("/builds"),
+        timeout=30,
+        data={"context": "app", "dockerfile": "../docker/app.Dockerfile"},
+        files={"archive": ("s.tar.gz", archive_of(tmp_path / "src"))},
+    )
+    assert response.status_code == 202, response.text
+    build = farm.wait_for(response.json()["id"])
+    assert build["state"] == "succeeded", build["error"]
+
+
+def test_short_commit_id_is_resolved(farm, git_server, tiny_image, tmp_path):
+    base_url, root = git_server
+    commit = publish_repo(
+        root,
+        "short.git",
+        write_project(
+            tmp_path / "short", TWO_STAGE.format(base=tiny_image), "short ref"
+        ),
+    )
+    response = requests.post(
+        farm.api("/builds"),
+        timeout=30,
+        json={"git_url": f"{base_url}/short.git", "git_ref": commit[:8]},
+    )
+    build = farm.wait_for(response.json()["id"])
+    assert build["state"] == "succeeded", build["error"]
+    assert build["source"]["commit"] == commit
+
+
+def test_unknown_field_is_refused_by_name(farm):
+    response = requests.post(
+        farm.api("/builds"),
+        timeout=10,
+        json={"git_url": "https://git.example.org/a.git", "dockerfiel": "Dockerfile"},
+    )
+    assert response.status_code == 400
+    assert response.json()["error"]["details"]["field"] == "dockerfiel"
+
+
+def test_health_reports_database_and_redis(farm):
+    response = requests.get(f"{farm.web_url}/healthz", timeout=10)
+    assert response.status_code == 200
+    assert response.json()["checks"] == {"database": "ok", "redis": "ok"}
+
+
+def test_unknown_state_filter_on_the_page_is_explained(farm):
+    response = requests.get(f"{farm.web_url}/?state=bogus", timeout=10)
+    assert response.status_code == 400 and "no build state" in response.text

@@ -9,12 +9,23 @@ from flask import Blueprint, Response, current_app, jsonify, request, url_for
 from werkzeug.datastructures import MultiDict
 
 from farm.builds import BuildService, describe_build
+from farm.buildspec import reject_unknown_fields
 from farm.errors import InvalidRequest
 from farm.models import BuildState
 
 blueprint = Blueprint("api", __name__, url_prefix="/api/v1")
 
 MAX_PAGE_SIZE = 200
+JSON_FIELDS = {
+    "git_url",
+    "git_ref",
+    "context",
+    "dockerfile",
+    "target",
+    "build_args",
+    "tags",
+}
+FORM_FIELDS = JSON_FIELDS | {"build_arg", "tag"}
 
 
 def service() -> BuildService:
@@ -35,6 +46,7 @@ def submit_build() -> Any:
             raise InvalidRequest(
                 "Send a JSON object, or multipart form data with an 'archive' file."
             )
+        reject_unknown_fields(data, JSON_FIELDS)
         build = service().submit_git(
             data, url=data.get("git_url"), ref=data.get("git_ref")
         )
@@ -47,6 +59,7 @@ def submit_build() -> Any:
 
 def submit_from_form(form: MultiDict[str, str], archive: Any) -> Any:
     """Submit from form fields: an uploaded archive, or else a git URL and ref."""
+    reject_unknown_fields(form, FORM_FIELDS)
     options = options_from_form(form)
     if archive is not None and archive.filename:
         return service().submit_archive(

@@ -43,7 +43,13 @@ def create_app(settings: Settings | None = None) -> Flask:
     redis_client = redis.Redis.from_url(settings.redis_url)
     queue = BuildQueue(make_celery(settings), redis_client)
     service = BuildService(
-        ledger, queue, LiveState(redis_client), default_queue=settings.queue
+        ledger,
+        queue,
+        LiveState(redis_client),
+        default_queue=settings.queue,
+        allow_file_urls=settings.allow_file_urls,
+        max_archive_bytes=settings.max_archive_bytes,
+        max_source_bytes=settings.max_source_bytes,
     )
     app.extensions["farm"] = service
     app.extensions["farm.settings"] = settings
@@ -55,7 +61,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.register_blueprint(api.blueprint)
     app.register_blueprint(pages.blueprint)
     app.add_url_rule("/metrics", "metrics", serve_metrics)
-    app.add_url_rule("/healthz", "healthz", lambda: {"status": "ok"})
+    app.add_url_rule("/healthz", "healthz", check_health)
     app.register_error_handler(FarmError, answer_farm_error)
     app.register_error_handler(HTTPException, answer_http_error)
     app.register_error_handler(Exception, answer_unexpected_error)
@@ -65,6 +71,22 @@ def create_app(settings: Settings | None = None) -> Flask:
 def serve_metrics() -> Response:
     registry = current_app.extensions["farm.metrics"]
     return Response(generate_latest(registry), mimetype=CONTENT_TYPE_LATEST)
+
+
+def check_health() -> Any:
+    """Whether the web app reaches its database and Redis: 200 if so, 503 if not."""
+    service: BuildService = current_app.extensions["farm"]
+    checks = {"database": service.ledger.ping, "redis": service.live.ping}
+    results: dict[str, str] = {}
+    for name, check in checks.items():
+        try:
+            check()
+            results[name] = "ok"
+        except FarmError as exc:
+            results[name] = exc.message
+    healthy = all(value == "ok" for value in results.values())
+    body = {"status": "ok" if healthy else "unavailable", "checks": results}
+    return jsonify(body), 200 if healthy else 503
 
 
 def wants_json() -> bool:

@@ -27,7 +27,13 @@ def render_error(message: str, status: int) -> Any:
 @blueprint.get("/")
 def list_builds() -> Any:
     state = request.args.get("state", "")
-    states = [state] if state in {s.value for s in BuildState} else []
+    known = [s.value for s in BuildState]
+    if state and state not in known:
+        return render_error(
+            f"There is no build state {state!r}; choose one of {', '.join(known)}.",
+            400,
+        )
+    states = [state] if state else []
     page_arg = request.args.get("page", "1")
     page = int(page_arg) if page_arg.isdigit() and int(page_arg) > 0 else 1
     builds = service().ledger.recent(
@@ -36,8 +42,8 @@ def list_builds() -> Any:
     return render_template(
         "builds.html",
         builds=[describe_build(b) for b in builds[:PAGE_SIZE]],
-        state=state if states else "",
-        states=[s.value for s in BuildState],
+        state=state,
+        states=known,
         page=page,
         has_next=len(builds) > PAGE_SIZE,
     )

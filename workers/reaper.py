@@ -56,7 +56,21 @@ class LostBuildReaper:
     def _recover(
         self, build_id: str, attempt: int, queue: str, worker: str | None
     ) -> None:
-        if attempt >= self.max_attempts:
+        if self.live.cancel_requested(build_id):
+            self.ledger.finish(
+                build_id,
+                BuildState.CANCELLED,
+                attempt=attempt,
+                log_text="\n".join([*self.live.read_log(build_id), "Build cancelled."])
+                + "\n",
+                error={"code": "cancelled", "message": "The build was cancelled."},
+            )
+            logger.info(
+                "build=%s worker=%s: cancelled while its worker was gone",
+                build_id,
+                worker,
+            )
+        elif attempt >= self.max_attempts:
             log = self.live.read_log(build_id)
             message = (
                 f"The build's worker stopped answering on each of {attempt} "

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from farm.archives import unpack_archive
+from farm.buildspec import redact_url
 from farm.config import Settings
 from farm.dockerfile import parse_dockerfile
 from farm.errors import (
@@ -28,7 +29,7 @@ from farm.models import Build, BuildState
 from workers.buildkit.progress import BuildProgress
 from workers.context import make_context_tar
 from workers.engine import EngineClient
-from workers.source import fetch_git, redact_url
+from workers.source import fetch_git
 
 logger = logging.getLogger(__name__)
 
@@ -85,8 +86,21 @@ class BuildRunner:
         self.live = live
         self.engine = engine
 
+    @property
+    def workspace_root(self) -> Path:
+        """This worker's own folder for sources; no other worker writes there."""
+        return self.settings.work_dir / self.settings.worker_name
+
+    def clear_workspaces(self) -> None:
+        """Remove sources left by a previous run of this worker that was killed."""
+        shutil.rmtree(self.workspace_root, ignore_errors=True)
+        self.workspace_root.mkdir(parents=True, exist_ok=True)
+
     def run(self, build_id: str) -> None:
+        """Run the build if it is still queued; raise EngineError, unclaimed, if this
+        node's engine does not answer, so the build can go to another node."""
         worker = self.settings.worker_name
+        self.engine.ping()
         build = self.ledger.claim(build_id, worker=worker)
         if build is None:
             logger.info("build=%s: not queued any more, skipped", build_id)
@@ -102,9 +116,9 @@ class BuildRunner:
             name=f"watch-{build_id}",
         )
         watcher.start()
-        self.settings.work_dir.mkdir(parents=True, exist_ok=True)
+        self.workspace_root.mkdir(parents=True, exist_ok=True)
         workspace = Path(
-            tempfile.mkdtemp(prefix=f"build-{build_id}-", dir=self.settings.work_dir)
+            tempfile.mkdtemp(prefix=f"build-{build_id}-", dir=self.workspace_root)
         )
         try:
             self._run_claimed(build, log, cancel, workspace)
@@ -133,6 +147,8 @@ class BuildRunner:
     ) -> None:
         progress: BuildProgress | None = None
         try:
+            if cancel.is_set() or self.live.cancel_requested(build.id):
+                raise BuildCancelled("The build was cancelled before this attempt.")
             source = self._prepare_source(build, workspace, log)
             check_target(source.dockerfile_text, build.target)
             progress = BuildProgress(
@@ -222,7 +238,11 @@ class BuildRunner:
         else:
             assert build.archive_sha256
             log.write([f"Unpacking uploaded archive {build.archive_sha256[:12]}"])
-            unpack_archive(self.ledger.load_archive(build.archive_sha256), root)
+            unpack_archive(
+                self.ledger.load_archive(build.archive_sha256),
+                root,
+                max_unpacked_bytes=self.settings.max_source_bytes,
+            )
         return locate_dockerfile(root, build.context, build.dockerfile)
 
     def _build(

@@ -7,24 +7,13 @@ import os
 import re
 import subprocess
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
+from farm.buildspec import redact_url
 from farm.errors import SourceError
 
 logger = logging.getLogger(__name__)
 
-_COMMIT = re.compile(r"^[0-9a-f]{40}([0-9a-f]{24})?$")
-
-
-def redact_url(url: str) -> str:
-    """The URL without any user or password, for logs and records."""
-    parts = urlsplit(url)
-    if not parts.password and not parts.username:
-        return url
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    return urlunsplit((parts.scheme, f"***@{host}", parts.path, parts.query, ""))
+_COMMIT = re.compile(r"^[0-9a-f]{7,64}$")
 
 
 class GitCheckout:

@@ -6,10 +6,11 @@ import logging
 import threading
 
 import redis
-from celery import Celery
+from celery import Celery, Task
 from celery.signals import worker_ready, worker_shutting_down
 
 from farm.config import Settings
+from farm.errors import EngineError
 from farm.ledger import BuildLedger
 from farm.livestate import LiveState
 from farm.queue import RUN_BUILD_TASK, BuildQueue, make_celery
@@ -20,6 +21,7 @@ from workers.runner import BuildRunner
 logger = logging.getLogger(__name__)
 
 WORKER_BEAT_SECONDS = 10
+ENGINE_RETRY_SECONDS = 15
 
 
 def make_runner(settings: Settings) -> BuildRunner:
@@ -36,9 +38,20 @@ def make_worker_app(settings: Settings, runner: BuildRunner) -> Celery:
     """The Celery app with the build task bound to ``runner``."""
     app = make_celery(settings)
 
-    @app.task(name=RUN_BUILD_TASK)
-    def run_build(build_id: str) -> None:
-        runner.run(build_id)
+    @app.task(name=RUN_BUILD_TASK, bind=True, max_retries=None)
+    def run_build(task: Task, build_id: str) -> None:
+        try:
+            runner.run(build_id)
+        except EngineError as exc:
+            # The build was not claimed: hand it back for this or another node.
+            logger.warning(
+                "build=%s worker=%s: engine down, retrying in %ss: %s",
+                build_id,
+                settings.worker_name,
+                ENGINE_RETRY_SECONDS,
+                exc.message,
+            )
+            raise task.retry(countdown=ENGINE_RETRY_SECONDS) from exc
 
     return app
 
@@ -73,6 +86,7 @@ def run_worker(settings: Settings) -> None:
     """Run a Celery worker for this node: threads, one per concurrent build."""
     runner = make_runner(settings)
     runner.engine.ping()
+    runner.clear_workspaces()
     app = make_worker_app(settings, runner)
     start_housekeeping(settings, runner, app)
     logger.info(

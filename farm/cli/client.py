@@ -32,6 +32,11 @@ def _fail(exc: ApiError) -> None:
     sys.exit(EXIT_API_ERROR)
 
 
+def _looks_like_git_url(source: str) -> bool:
+    """A URL with a scheme, or git's user@host:path form."""
+    return "://" in source or ("@" in source and ":" in source.split("/", 1)[0])
+
+
 def _summary(build: dict[str, Any]) -> str:
     line = f"{build['id']}  {build['state']}"
     if build.get("image"):
@@ -83,6 +88,15 @@ def submit(
 ) -> None:
     """Build SOURCE: a local folder (uploaded) or a git URL."""
     client = _client(server)
+    if not _looks_like_git_url(source) and not Path(source).is_dir():
+        raise click.BadParameter(
+            f"{source!r} is neither a folder nor a git URL.", param_hint="SOURCE"
+        )
+    for assignment in build_args:
+        if "=" not in assignment:
+            raise click.BadParameter(
+                f"{assignment!r} must look like NAME=value.", param_hint="--build-arg"
+            )
     options: dict[str, Any] = {
         "context": context,
         "dockerfile": dockerfile,

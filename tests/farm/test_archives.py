@@ -54,3 +54,22 @@ def test_entries_that_leave_the_folder_or_are_devices_are_refused(bad, tmp_path)
 def test_something_that_is_not_an_archive_is_refused():
     with pytest.raises(InvalidRequest, match="not a readable"):
         check_archive(b"hello, I am plain text\n" * 100)
+
+
+def test_entries_beneath_a_symlink_are_refused():
+    content = make_tar(
+        [
+            entry("a", tarfile.SYMTYPE, "."),
+            entry("a/b", tarfile.SYMTYPE, ".."),
+            entry("c", tarfile.SYMTYPE, "a/b/a/b/a/b/etc"),
+        ]
+    )
+    with pytest.raises(InvalidRequest, match="beneath a symbolic link"):
+        check_archive(content)
+
+
+def test_an_archive_that_unpacks_too_big_is_refused_early():
+    content = make_tar([entry("big")], payload=b"\0" * 10_000)
+    assert check_archive(content, max_unpacked_bytes=10_000) == 1
+    with pytest.raises(InvalidRequest, match="more than the 9999 bytes"):
+        check_archive(content, max_unpacked_bytes=9_999)

@@ -8,6 +8,8 @@ from farm.buildspec import (
     clean_relative_path,
     clean_tags,
     parse_spec,
+    redact_url,
+    reject_unknown_fields,
 )
 from farm.errors import InvalidRequest
 
@@ -109,3 +111,38 @@ def test_tags_get_latest_and_are_deduplicated():
 def test_invalid_tags_are_refused(tag):
     with pytest.raises(InvalidRequest):
         clean_tags([tag])
+
+
+def test_dockerfile_may_sit_outside_context_but_inside_source():
+    spec = parse_spec(
+        {"context": "svc", "dockerfile": "../docker/svc.Dockerfile"}, SOURCE
+    )
+    assert spec.dockerfile_in_context == "docker/svc.Dockerfile"
+    with pytest.raises(InvalidRequest):
+        parse_spec({"context": "svc", "dockerfile": "../../etc/passwd"}, SOURCE)
+
+
+def test_unknown_fields_are_named():
+    with pytest.raises(InvalidRequest, match="dockerfiel") as caught:
+        reject_unknown_fields({"dockerfiel": "x", "tags": []}, {"dockerfile", "tags"})
+    assert caught.value.field == "dockerfiel"
+
+
+@pytest.mark.parametrize("tag", ["evil.com/x:1", "localhost/x", "host.io/team/x"])
+def test_tags_naming_another_registry_are_refused(tag):
+    with pytest.raises(InvalidRequest, match="registry host"):
+        clean_tags([tag])
+
+
+def test_credentials_are_redacted_from_urls():
+    assert redact_url("https://alice:tok@git.example.org/a.git") == (
+        "https://***@git.example.org/a.git"
+    )
+    assert (
+        redact_url("https://git.example.org/a.git") == "https://git.example.org/a.git"
+    )
+
+
+def test_very_long_url_is_refused_for_its_length():
+    with pytest.raises(InvalidRequest, match="longer than"):
+        clean_git_url("https://git.example.org/" + "a" * 5000)

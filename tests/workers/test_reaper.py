@@ -16,6 +16,11 @@ class FakeLive:
         self.beating: set[str] = set()
         self.lines: list[str] = []
 
+    cancelled: set[str] = set()
+
+    def cancel_requested(self, build_id: str) -> bool:
+        return build_id in self.cancelled
+
     def has_heartbeat(self, build_id: str) -> bool:
         return build_id in self.beating
 
@@ -84,3 +89,12 @@ def test_a_stale_attempt_cannot_finish_the_build(tmp_path):
     with pytest.raises(AttemptLost):
         ledger.finish(build_id, BuildState.SUCCEEDED, attempt=1)
     ledger.finish(build_id, BuildState.SUCCEEDED, attempt=2)
+
+
+def test_a_lost_build_that_was_cancelled_ends_cancelled(tmp_path):
+    ledger, live, queue, reaper = setup(tmp_path)
+    build_id = running_build(ledger)
+    live.cancelled = {build_id}
+    reaper.sweep(), reaper.sweep()
+    assert ledger.get(build_id).state == BuildState.CANCELLED
+    assert queue.sent == []

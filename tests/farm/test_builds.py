@@ -1,0 +1,70 @@
+"""BuildService on a real SQLite ledger, with a small fake for the Redis queue."""
+
+import io
+import tarfile
+
+import pytest
+
+from farm.builds import BuildService, describe_build
+from farm.errors import InvalidRequest, StoreUnavailable
+from farm.ledger import BuildLedger
+
+
+class DownQueue:
+    def enqueue(self, build_id: str, *, queue: str) -> None:
+        raise StoreUnavailable("Redis could not be reached.")
+
+
+class SentQueue:
+    def __init__(self) -> None:
+        self.sent: list[str] = []
+
+    def enqueue(self, build_id: str, *, queue: str) -> None:
+        self.sent.append(build_id)
+
+
+def make_service(tmp_path, queue) -> BuildService:
+    ledger = BuildLedger.from_url(f"sqlite:///{tmp_path}/farm.db")
+    ledger.create_tables()
+    return BuildService(
+        ledger, queue, live=None, default_queue="builds", max_source_bytes=1000
+    )
+
+
+def test_a_build_the_queue_refused_leaves_no_record(tmp_path):
+    service = make_service(tmp_path, DownQueue())
+    with pytest.raises(StoreUnavailable):
+        service.submit_git({}, url="https://git.example.org/a.git", ref="main")
+    assert service.ledger.recent() == []
+
+
+def test_submitted_build_is_recorded_then_enqueued(tmp_path):
+    queue = SentQueue()
+    service = make_service(tmp_path, queue)
+    build = service.submit_git(
+        {"tags": ["a:1"]}, url="https://git.example.org/a.git", ref="v1"
+    )
+    assert queue.sent == [build.id]
+    assert service.ledger.get(build.id).tags == ["a:1"]
+
+
+def test_archive_over_the_unpacked_limit_is_refused_before_recording(tmp_path):
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz", format=tarfile.GNU_FORMAT) as tar:
+        info = tarfile.TarInfo("zeros")
+        info.size = 5000
+        tar.addfile(info, io.BytesIO(b"\0" * 5000))
+    service = make_service(tmp_path, SentQueue())
+    with pytest.raises(InvalidRequest, match="more than the 1000 bytes"):
+        service.submit_archive({}, content=buffer.getvalue())
+    assert service.ledger.recent() == []
+
+
+def test_described_build_hides_url_credentials(tmp_path):
+    service = make_service(tmp_path, SentQueue())
+    build = service.submit_git(
+        {}, url="https://bob:s3cret@git.example.org/a.git", ref="main"
+    )
+    described = describe_build(build)
+    assert "s3cret" not in str(described)
+    assert described["source"]["url"] == "https://***@git.example.org/a.git"
