@@ -25,11 +25,12 @@ import requests
 
 from farm.client import pack_folder
 from farm.local.process import free_port
-from farm.local.stack import LocalFarm
+from farm.local.stack import LocalFarm, Node
 from workers.baseimages import (
     BaseImageSettings,
     detect_debian_mirror,
     ensure_base_images,
+    push_base_images,
 )
 from workers.baseimages.certs import local_ca_files
 
@@ -89,7 +90,7 @@ def main() -> int:
             redis_port=free_port(),
             registry_port=free_port(),
             web_port=free_port(),
-            engine_name="bench0",
+            nodes=(Node("node-a", "bench0"),),
             extra_env={"FARM_SECRET_KEY": "bench"},
         )
         stack.start()
@@ -108,6 +109,9 @@ def run(stack: LocalFarm, examples: list[str]) -> int:
             mirror=detect_debian_mirror(), extra_ca_files=local_ca_files()
         ),
     )
+    # As in a real farm, the base images' layers are in the registry already, so a
+    # push sends only the layers the build made.
+    push_base_images(api, stack.registry)
     rows = []
     for name in examples:
         folder = EXAMPLES / name

@@ -70,6 +70,12 @@ def _tune_sqlite(connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+def counts_as_build_step(step: dict[str, Any]) -> bool:
+    """Whether a step runs or copies something, as opposed to BuildKit's own work."""
+    instruction = (step.get("instruction") or "").upper()
+    return not step.get("internal") and not instruction.startswith("FROM ")
+
+
 class BuildLedger:
     """Create, claim, update and query build records."""
 
@@ -216,7 +222,10 @@ class BuildLedger:
         self._update(build_id, git_commit=commit)
 
     def record_steps(self, build_id: str, steps: list[dict[str, Any]]) -> None:
-        counted = [step for step in steps if not step.get("internal")]
+        """Keep the steps, counting those that build something and how many of those
+        came from cache (BuildKit never reports a FROM as cached: it only names the
+        base image, so it is listed but not counted)."""
+        counted = [step for step in steps if counts_as_build_step(step)]
         self._update(
             build_id,
             steps=steps,

@@ -22,7 +22,7 @@ from farm.local.postgres import LocalPostgres
 from farm.local.process import free_port
 from farm.local.redis import LocalRedis
 from farm.local.registry import LocalRegistry
-from farm.local.stack import LocalFarm
+from farm.local.stack import LocalFarm, Node
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts"
 
@@ -170,7 +170,7 @@ def farm(
         redis_port=int(redis_url.rsplit(":", 1)[1].split("/")[0]),
         registry_port=int(registry.rsplit(":", 1)[1]),
         web_port=free_port(),
-        engine_name=os.environ.get("FARM_TEST_ENGINE", "test0"),
+        nodes=(Node("node-a", os.environ.get("FARM_TEST_ENGINE", "test0")),),
         database_url=postgres_url,
         extra_env={
             "FARM_SECRET_KEY": "test",

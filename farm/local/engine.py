@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
 import docker
 
-from farm.local.process import ServiceProcess, wait_until
+from farm.local.process import ServiceProcess, ServiceStartError, wait_until
 
 logger = logging.getLogger(__name__)
 
@@ -52,10 +53,9 @@ class EngineLayout:
         return f"farm-{self.name}"[:15]
 
     @property
-    def bridge_cidr(self) -> str:
-        # A stable /24 per name in 10.213.0.0/16, private to this machine's bridges.
-        octet = int(hashlib.sha256(self.name.encode()).hexdigest(), 16) % 250 + 2
-        return f"10.213.{octet}.1/24"
+    def preferred_octet(self) -> int:
+        """A stable third octet per name in 10.213.0.0/16 for the bridge's /24."""
+        return int(hashlib.sha256(self.name.encode()).hexdigest(), 16) % 250 + 2
 
 
 def engine_answers(url: str) -> bool:
@@ -70,21 +70,37 @@ def engine_answers(url: str) -> bool:
 
 
 def ensure_bridge(layout: EngineLayout) -> None:
-    """Create the engine's bridge interface if it does not exist yet."""
-    exists = (
-        subprocess.run(
-            ["ip", "link", "show", layout.bridge], capture_output=True
-        ).returncode
-        == 0
-    )
-    if not exists:
+    """Create the engine's bridge on a /24 no other interface uses, and bring it up."""
+    exists = subprocess.run(["ip", "link", "show", layout.bridge], capture_output=True)
+    if exists.returncode != 0:
         subprocess.run(
             ["ip", "link", "add", layout.bridge, "type", "bridge"], check=True
         )
         subprocess.run(
-            ["ip", "addr", "add", layout.bridge_cidr, "dev", layout.bridge], check=True
+            [
+                "ip",
+                "addr",
+                "add",
+                free_bridge_cidr(layout.preferred_octet),
+                "dev",
+                layout.bridge,
+            ],
+            check=True,
         )
     subprocess.run(["ip", "link", "set", layout.bridge, "up"], check=True)
+
+
+def free_bridge_cidr(preferred_octet: int) -> str:
+    """The first 10.213.N.1/24, from the preferred N on, that no interface has."""
+    addresses = subprocess.run(
+        ["ip", "-o", "-4", "addr", "show"], capture_output=True, text=True, check=True
+    ).stdout
+    used = set(re.findall(r"inet 10\.213\.(\d+)\.", addresses))
+    for step in range(250):
+        octet = (preferred_octet - 2 + step) % 250 + 2
+        if str(octet) not in used:
+            return f"10.213.{octet}.1/24"
+    raise ServiceStartError("No free /24 is left in 10.213.0.0/16 for a bridge.")
 
 
 class LocalEngine:

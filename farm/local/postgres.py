@@ -5,11 +5,15 @@ from __future__ import annotations
 import glob
 import shutil
 import subprocess
-from pathlib import Path
 
 import sqlalchemy
 
-from farm.local.process import ServiceProcess, ServiceStartError, wait_until
+from farm.local.process import (
+    LocalService,
+    ServiceProcess,
+    ServiceStartError,
+    wait_until,
+)
 
 OWNER = "postgres"
 
@@ -24,13 +28,8 @@ def postgres_bin(name: str) -> str:
     return found
 
 
-class LocalPostgres:
+class LocalPostgres(LocalService):
     """Initialise and start a cluster in ``data_dir`` owned by the postgres user."""
-
-    def __init__(self, data_dir: Path, *, port: int) -> None:
-        self.data_dir = data_dir
-        self.port = port
-        self.process: ServiceProcess | None = None
 
     @property
     def url(self) -> str:
@@ -89,7 +88,3 @@ class LocalPostgres:
             return False
         finally:
             engine.dispose()
-
-    def stop(self) -> None:
-        if self.process:
-            self.process.stop()

@@ -107,3 +107,16 @@ class ServiceProcess:
             os.killpg(self.popen.pid, signal.SIGKILL)
             self.popen.wait(timeout=10)
         logger.info("service=%s pid=%s: stopped", self.name, self.popen.pid)
+
+
+class LocalService:
+    """A server we run from one folder of its own on one loopback port."""
+
+    def __init__(self, data_dir: Path, *, port: int) -> None:
+        self.data_dir = data_dir
+        self.port = port
+        self.process: ServiceProcess | None = None
+
+    def stop(self) -> None:
+        if self.process:
+            self.process.stop()

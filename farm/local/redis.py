@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import redis
 
-from farm.local.process import ServiceProcess, wait_until
+from farm.local.process import LocalService, ServiceProcess, wait_until
 
 
 def redis_answers(url: str) -> bool:
@@ -19,13 +17,8 @@ def redis_answers(url: str) -> bool:
         client.close()
 
 
-class LocalRedis:
+class LocalRedis(LocalService):
     """Start ``redis-server`` bound to 127.0.0.1 with append-only persistence."""
-
-    def __init__(self, data_dir: Path, *, port: int) -> None:
-        self.data_dir = data_dir
-        self.port = port
-        self.process: ServiceProcess | None = None
 
     @property
     def url(self) -> str:
@@ -57,7 +50,3 @@ class LocalRedis:
             what="redis",
             log_path=log,
         )
-
-    def stop(self) -> None:
-        if self.process:
-            self.process.stop()

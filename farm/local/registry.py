@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import urllib.request
-from pathlib import Path
 
-from farm.local.process import ServiceProcess, wait_until
+from farm.local.process import LocalService, ServiceProcess, wait_until
 
 CONFIG_TEMPLATE = """\
 version: 0.1
@@ -26,13 +25,8 @@ def registry_answers(address: str) -> bool:
         return response.status == 200
 
 
-class LocalRegistry:
+class LocalRegistry(LocalService):
     """Start the CNCF distribution registry with storage in ``data_dir``."""
-
-    def __init__(self, data_dir: Path, *, port: int) -> None:
-        self.data_dir = data_dir
-        self.port = port
-        self.process: ServiceProcess | None = None
 
     @property
     def address(self) -> str:
@@ -56,7 +50,3 @@ class LocalRegistry:
             what="registry",
             log_path=log,
         )
-
-    def stop(self) -> None:
-        if self.process:
-            self.process.stop()

@@ -42,6 +42,18 @@ def start_farm_process(
     return process
 
 
+@dataclass(frozen=True)
+class Node:
+    """One build node: a worker and the Docker engine it builds on."""
+
+    worker: str
+    engine: str
+
+    @property
+    def engine_url(self) -> str:
+        return EngineLayout(self.engine).url
+
+
 @dataclass
 class LocalFarm:
     """Start and stop a complete farm whose every part listens on loopback."""
@@ -50,9 +62,8 @@ class LocalFarm:
     redis_port: int
     registry_port: int
     web_port: int
-    engine_name: str
+    nodes: tuple[Node, ...]
     database_url: str = ""
-    worker_names: tuple[str, ...] = ("node-a",)
     extra_env: dict[str, str] = field(default_factory=dict)
     services: list[LocalRedis | LocalRegistry | LocalEngine] = field(
         default_factory=list
@@ -69,7 +80,8 @@ class LocalFarm:
 
     @property
     def engine_url(self) -> str:
-        return EngineLayout(self.engine_name).url
+        """The first node's engine."""
+        return self.nodes[0].engine_url
 
     def env(self) -> dict[str, str]:
         """The ``FARM_*`` settings every farm process of this stack reads."""
@@ -78,7 +90,6 @@ class LocalFarm:
             or f"sqlite:///{self.state_dir / 'farm.db'}",
             "FARM_REDIS_URL": f"redis://127.0.0.1:{self.redis_port}/0",
             "FARM_REGISTRY": self.registry,
-            "FARM_ENGINE_URL": self.engine_url,
             "FARM_WEB_URL": self.web_url,
             "FARM_WORK_DIR": str(self.state_dir / "work"),
             **self.extra_env,
@@ -91,13 +102,17 @@ class LocalFarm:
     def start_services(self) -> None:
         redis = LocalRedis(self.state_dir / "redis", port=self.redis_port)
         registry = LocalRegistry(self.state_dir / "registry", port=self.registry_port)
-        engine = LocalEngine(EngineLayout(self.engine_name))
-        for service in (redis, registry, engine):
+        services: list[LocalRedis | LocalRegistry | LocalEngine] = [redis, registry]
+        services += [
+            LocalEngine(EngineLayout(name))
+            for name in dict.fromkeys(node.engine for node in self.nodes)
+        ]
+        for service in services:
             service.start()
             self.services.append(service)
 
     def start_farm(self) -> None:
-        """Start the web app and one worker per name, and wait for the web app."""
+        """Start the web app and a worker per node; wait until all are ready."""
         log_dir = self.state_dir / "logs"
         web = start_farm_process(
             "web",
@@ -106,11 +121,15 @@ class LocalFarm:
             log_dir=log_dir,
         )
         self.processes.append(web)
-        for name in self.worker_names:
-            env = {**self.env(), "FARM_WORKER_NAME": name}
+        for node in self.nodes:
+            env = {
+                **self.env(),
+                "FARM_WORKER_NAME": node.worker,
+                "FARM_ENGINE_URL": node.engine_url,
+            }
             self.processes.append(
                 start_farm_process(
-                    f"worker-{name}", ["worker"], env=env, log_dir=log_dir
+                    f"worker-{node.worker}", ["worker"], env=env, log_dir=log_dir
                 )
             )
         wait_until(
@@ -130,10 +149,10 @@ class LocalFarm:
                 if not process.running():
                     tail = process.log_path.read_text(errors="replace")[-3000:]
                     raise ServiceStartError(f"{process.name} exited:\n{tail}")
-            if set(self.worker_names) <= set(live.workers()):
+            if {node.worker for node in self.nodes} <= set(live.workers()):
                 return
             time.sleep(0.2)
-        raise ServiceStartError(f"workers {self.worker_names} not ready in time")
+        raise ServiceStartError("the workers were not ready in time")
 
     def stop(self) -> None:
         for process in reversed(self.processes):

@@ -36,6 +36,7 @@ def test_finish_keeps_log_and_counts_cached_steps(tmp_path):
         build.id,
         [
             {"name": "[internal] load", "internal": True, "cached": False},
+            {"name": "[b 1/3] FROM x", "instruction": "FROM x", "internal": False},
             {"name": "RUN a", "internal": False, "cached": True},
             {"name": "RUN b", "internal": False, "cached": False},
         ],

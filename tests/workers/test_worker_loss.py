@@ -13,7 +13,7 @@ import pytest
 import requests
 
 from farm.local.process import free_port
-from farm.local.stack import LocalFarm
+from farm.local.stack import LocalFarm, Node
 from tests.conftest import ARTIFACTS
 
 pytestmark = pytest.mark.integration
@@ -24,14 +24,14 @@ def two_node_farm(
     redis_url, registry, postgres_url, engine_url, tiny_image, tmp_path_factory
 ) -> Iterator[LocalFarm]:
     """Web and two workers on their own queue, sweeping for lost builds every 2 s."""
+    engine = engine_url.split("/")[-2]
     stack = LocalFarm(
         state_dir=ARTIFACTS / "worker-loss",
         redis_port=int(redis_url.rsplit(":", 1)[1].split("/")[0]),
         registry_port=int(registry.rsplit(":", 1)[1]),
         web_port=free_port(),
-        engine_name=engine_url.split("/")[-2],
+        nodes=(Node("node-x", engine), Node("node-y", engine)),
         database_url=postgres_url,
-        worker_names=("node-x", "node-y"),
         extra_env={
             "FARM_QUEUE": "worker-loss",
             "FARM_REAP_INTERVAL_SECONDS": "2",
