@@ -32,6 +32,7 @@ class Settings:
     max_source_bytes: int = 1024**3
     build_timeout_seconds: int = 3600
     reap_interval_seconds: int = 30
+    stage_cache: bool = True
     allow_file_urls: bool = False
     log_level: str = "INFO"
 

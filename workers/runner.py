@@ -9,7 +9,7 @@ import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from farm.archives import unpack_archive
 from farm.buildspec import redact_url
@@ -26,7 +26,13 @@ from farm.errors import (
 from farm.ledger import BuildLedger
 from farm.livestate import LiveState
 from farm.models import Build, BuildState
+from farm.registry import RegistryClient
 from workers.buildkit.progress import BuildProgress
+from workers.cache import (
+    CachePlan,
+    StageCache,
+    plan_cache,
+)
 from workers.context import make_context_tar
 from workers.engine import EngineClient
 from workers.source import fetch_git
@@ -85,6 +91,7 @@ class BuildRunner:
         self.ledger = ledger
         self.live = live
         self.engine = engine
+        self.cache = StageCache(engine, RegistryClient(settings.registry))
 
     @property
     def workspace_root(self) -> Path:
@@ -156,8 +163,31 @@ class BuildRunner:
             )
             saver = StepSaver(self.ledger, build.id, progress)
             progress.on_log = saver.wrap(log.write)
-            image_id, references = self._build(build, source, progress, cancel)
-            outcome = self._push(build, references, log)
+            with make_context_tar(
+                source.context_dir, dockerfile=source.dockerfile
+            ) as context:
+                plan = self._plan_cache(build, source)
+                cache_from = self.cache.available(plan) if plan else []
+                if plan:
+                    log.write(
+                        [
+                            f"Cache: importing {len(cache_from)} of "
+                            f"{len(plan.refs)} stage images"
+                        ]
+                    )
+                image_id, references = self._build(
+                    build, source, context, progress, cancel, cache_from
+                )
+                outcome = self._push(build, references, log)
+                if plan:
+                    self.cache.export(
+                        plan,
+                        context,
+                        dockerfile=source.dockerfile,
+                        build_args=build.build_args,
+                        cache_from=cache_from,
+                        log=log.write,
+                    )
             saver.save()
             self.ledger.finish(
                 build.id,
@@ -245,25 +275,37 @@ class BuildRunner:
             )
         return locate_dockerfile(root, build.context, build.dockerfile)
 
+    def _plan_cache(self, build: Build, source: PreparedSource) -> CachePlan | None:
+        if not self.settings.stage_cache:
+            return None
+        try:
+            return plan_cache(
+                build, parse_dockerfile(source.dockerfile_text), self.settings.registry
+            )
+        except InvalidRequest:
+            return None  # BuildKit will say what is wrong with the Dockerfile
+
     def _build(
         self,
         build: Build,
         source: PreparedSource,
+        context: IO[bytes],
         progress: BuildProgress,
         cancel: threading.Event,
+        cache_from: list[str],
     ) -> tuple[str, list[str]]:
         tags = build.tags or [f"builds:{build.id}"]
         references = [f"{self.settings.registry}/{tag}" for tag in tags]
-        with make_context_tar(source.context_dir, dockerfile=source.dockerfile) as tar:
-            image_id = self.engine.build(
-                tar,
-                dockerfile=source.dockerfile,
-                tags=references,
-                target=build.target,
-                build_args=build.build_args,
-                progress=progress,
-                cancel=cancel,
-            )
+        image_id = self.engine.build(
+            context,
+            dockerfile=source.dockerfile,
+            tags=references,
+            target=build.target,
+            build_args=build.build_args,
+            cache_from=cache_from,
+            progress=progress,
+            cancel=cancel,
+        )
         return image_id, references
 
     def _push(

@@ -1,0 +1,59 @@
+"""Talking to the farm's registry over the Distribution HTTP API (v2).
+
+Only what the farm needs: whether a tag exists. Registries on loopback speak plain
+HTTP (engines treat 127.0.0.0/8 as insecure too); any other host is reached by HTTPS.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import requests
+
+logger = logging.getLogger(__name__)
+
+MANIFEST_TYPES = ", ".join(
+    [
+        "application/vnd.docker.distribution.manifest.v2+json",
+        "application/vnd.docker.distribution.manifest.list.v2+json",
+        "application/vnd.oci.image.manifest.v1+json",
+        "application/vnd.oci.image.index.v1+json",
+    ]
+)
+
+
+def split_reference(reference: str) -> tuple[str, str, str]:
+    """``host:port/name:tag`` → (host:port, name, tag)."""
+    host, _, rest = reference.partition("/")
+    name, _, tag = rest.rpartition(":") if ":" in rest else (rest, "", "latest")
+    return host, name, tag
+
+
+class RegistryClient:
+    """A registry at ``address`` (``host:port``)."""
+
+    def __init__(self, address: str, *, timeout_seconds: float = 10) -> None:
+        self.address = address
+        local = address.startswith(("127.", "localhost", "[::1]"))
+        self.base_url = f"{'http' if local else 'https'}://{address}/v2"
+        self.timeout_seconds = timeout_seconds
+        self.session = requests.Session()
+        self.session.trust_env = False  # never through a proxy from the environment
+
+    def has_tag(self, reference: str) -> bool:
+        """Whether ``reference`` resolves to a manifest; False when unreachable."""
+        host, name, tag = split_reference(reference)
+        if host != self.address:
+            return False
+        try:
+            response = self.session.head(
+                f"{self.base_url}/{name}/manifests/{tag}",
+                headers={"Accept": MANIFEST_TYPES},
+                timeout=self.timeout_seconds,
+            )
+        except requests.RequestException as exc:
+            logger.warning(
+                "registry=%s: could not ask for %s: %s", self.address, reference, exc
+            )
+            return False
+        return response.status_code == 200

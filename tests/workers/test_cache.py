@@ -1,0 +1,54 @@
+from farm.dockerfile import parse_dockerfile
+from farm.models import Build
+from workers.cache import plan_cache, project_key
+
+THREE_STAGE = """\
+FROM base AS build
+RUN make
+FROM build AS test
+RUN make test
+FROM runtime
+COPY --from=build /out /out
+"""
+
+
+def make_build(**values) -> Build:
+    defaults = {
+        "source_kind": "git",
+        "git_url": "https://git.example.org/Team/App.git",
+        "tags": [],
+        "context": ".",
+        "dockerfile": "Dockerfile",
+        "target": None,
+    }
+    return Build(**{**defaults, **values})
+
+
+def test_project_key_comes_from_the_repository_then_the_tag():
+    assert project_key(make_build()) == "git-example-org/team/app"
+    assert project_key(make_build(git_url="git@host.example:grp/svc.git")) == (
+        "host-example/grp/svc"
+    )
+    archive = make_build(source_kind="archive", git_url=None, tags=["shop/web:1"])
+    assert project_key(archive) == "shop/web"
+
+
+def test_only_stages_the_target_needs_get_a_cache_image():
+    plan = plan_cache(make_build(), parse_dockerfile(THREE_STAGE), "reg:5000")
+    assert list(plan.stage_refs) == ["build"]  # 'test' is not needed by the final
+    assert plan.final_ref.startswith(
+        "reg:5000/farm-cache/git-example-org/team/app:final-"
+    )
+
+
+def test_a_target_brings_its_own_dependencies():
+    plan = plan_cache(make_build(target="test"), parse_dockerfile(THREE_STAGE), "r:1")
+    assert list(plan.stage_refs) == ["build"]
+    assert plan.final_ref.split(":")[-1].startswith("test-")
+
+
+def test_same_stage_names_in_two_dockerfiles_do_not_collide():
+    text = parse_dockerfile(THREE_STAGE)
+    one = plan_cache(make_build(dockerfile="a.Dockerfile"), text, "r:1")
+    two = plan_cache(make_build(dockerfile="b.Dockerfile"), text, "r:1")
+    assert one.stage_refs["build"] != two.stage_refs["build"]
