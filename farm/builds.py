@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from farm.archives import DEFAULT_MAX_UNPACKED_BYTES, check_archive
 from farm.buildspec import (
     ArchiveSource,
     BuildSpec,
+    input_key,
     parse_git_source,
     parse_spec,
     redact_url,
@@ -22,6 +24,21 @@ from farm.models import Build, BuildState
 from farm.queue import BuildQueue
 
 logger = logging.getLogger(__name__)
+
+
+ACTIVE_STATES = (BuildState.QUEUED, BuildState.RUNNING)
+
+
+@dataclass(frozen=True)
+class Submission:
+    """What a build request led to: a new build, or an existing one joined or reused."""
+
+    build: Build
+    outcome: str  # "created", "joined" or "reused"
+
+    @property
+    def created(self) -> bool:
+        return self.outcome == "created"
 
 
 class BuildService:
@@ -37,6 +54,7 @@ class BuildService:
         allow_file_urls: bool = False,
         max_archive_bytes: int = 256 * 1024 * 1024,
         max_source_bytes: int = DEFAULT_MAX_UNPACKED_BYTES,
+        resolve_ref: Callable[[str, str], str | None] | None = None,
     ) -> None:
         self.ledger = ledger
         self.queue = queue
@@ -45,15 +63,29 @@ class BuildService:
         self.allow_file_urls = allow_file_urls
         self.max_archive_bytes = max_archive_bytes
         self.max_source_bytes = max_source_bytes
+        self.resolve_ref = resolve_ref
 
-    def submit_git(self, options: Mapping[str, Any], *, url: Any, ref: Any) -> Build:
-        """Validate and submit a build of a git repository at a ref."""
+    def submit_git(
+        self, options: Mapping[str, Any], *, url: Any, ref: Any, reuse: bool = False
+    ) -> Submission:
+        """Validate and submit a build of a git repository at a ref.
+
+        The ref is resolved to a commit now, so the build runs exactly what was
+        asked for even if the branch moves before a worker gets to it.
+        """
         source = parse_git_source(url, ref, allow_file_urls=self.allow_file_urls)
-        return self.submit(parse_spec(options, source))
+        spec = parse_spec(options, source)
+        commit = self.resolve_ref(source.url, source.ref) if self.resolve_ref else None
+        return self.submit(spec, commit=commit, reuse=reuse)
 
     def submit_archive(
-        self, options: Mapping[str, Any], *, content: bytes, filename: str = ""
-    ) -> Build:
+        self,
+        options: Mapping[str, Any],
+        *,
+        content: bytes,
+        filename: str = "",
+        reuse: bool = False,
+    ) -> Submission:
         """Validate everything, then keep the archive and submit its build."""
         if not content:
             raise InvalidRequest("The uploaded archive is empty.", field="archive")
@@ -70,21 +102,36 @@ class BuildService:
         )
         spec = parse_spec(options, source)
         self.ledger.store_archive(content, filename=filename)
-        return self.submit(spec)
+        return self.submit(spec, reuse=reuse)
 
-    def submit(self, spec: BuildSpec) -> Build:
-        """Record the build durably, then enqueue it; never leave one half-made.
+    def submit(
+        self, spec: BuildSpec, *, commit: str | None = None, reuse: bool = False
+    ) -> Submission:
+        """Join a build of the same inputs, reuse a finished one if asked, or record
+        a new build and enqueue it.
 
-        If the queue cannot take it, the record is removed again, so a client that
-        retries after the 503 does not leave failed builds behind.
+        If the queue cannot take a new build, its record is removed again, so a
+        client that retries after the 503 leaves no failed builds behind.
         """
-        build = self.ledger.create(spec, queue=self.default_queue)
+        key = input_key(spec, commit)
+        if key and reuse:
+            done = self.ledger.find_by_inputs(key, states=[BuildState.SUCCEEDED])
+            if done is not None:
+                return Submission(done, "reused")
+        if key:
+            active = self.ledger.find_by_inputs(key, states=ACTIVE_STATES)
+            if active is not None:
+                logger.info("build=%s: joined by an identical request", active.id)
+                return Submission(active, "joined")
+        build = self.ledger.create(
+            spec, queue=self.default_queue, input_key=key, git_commit=commit
+        )
         try:
             self.queue.enqueue(build.id, queue=build.queue)
         except StoreUnavailable:
             self.ledger.discard(build.id)
             raise
-        return build
+        return Submission(build, "created")
 
     def cancel(self, build_id: str) -> Build:
         """Cancel a queued build at once, or ask the worker to stop a running one."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import posixpath
 import re
 from collections.abc import Mapping
@@ -85,6 +87,26 @@ def parse_spec(data: Mapping[str, Any], source: Source) -> BuildSpec:
         build_args=clean_build_args(data.get("build_args") or {}),
         tags=clean_tags(data.get("tags") or []),
     )
+
+
+def input_key(spec: BuildSpec, commit: str | None) -> str | None:
+    """A digest of everything that decides the image: the exact source (commit or
+    archive content), context, Dockerfile, target and build args. Tags are left out:
+    they name the result, they do not change it. None when the commit is unknown."""
+    if isinstance(spec.source, GitSource):
+        if not commit:
+            return None
+        identity = {"commit": commit}
+    else:
+        identity = {"archive": spec.source.sha256}
+    inputs = {
+        **identity,
+        "context": spec.context,
+        "dockerfile": spec.dockerfile,
+        "target": spec.target,
+        "build_args": spec.build_args,
+    }
+    return hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()
 
 
 def reject_unknown_fields(data: Mapping[str, Any], known: set[str]) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import io
 import logging
 import tarfile
@@ -33,15 +34,19 @@ class ApiError(FarmError):
 
 
 def pack_folder(folder: Path) -> bytes:
-    """A .tar.gz of ``folder`` for upload, without VCS and dependency folders."""
+    """A .tar.gz of ``folder`` for upload, without VCS and dependency folders.
+
+    The same files always pack to the same bytes (sorted entries, no time in the
+    gzip header), so the farm recognises a repeated upload as the same source.
+    """
     buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w:gz", format=tarfile.GNU_FORMAT) as tar:
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.GNU_FORMAT) as tar:
         for path in sorted(folder.rglob("*")):
             relative = path.relative_to(folder)
             if SKIPPED_FOLDERS.intersection(relative.parts):
                 continue
             tar.add(path, arcname=relative.as_posix(), recursive=False)
-    return buffer.getvalue()
+    return gzip.compress(buffer.getvalue(), mtime=0)
 
 
 class FarmClient:

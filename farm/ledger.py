@@ -23,7 +23,9 @@ from sqlalchemy import (
     delete,
     event,
     func,
+    inspect,
     select,
+    text,
     update,
 )
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
@@ -93,6 +95,7 @@ class BuildLedger:
             try:
                 with self._translated():
                     Base.metadata.create_all(self.engine)
+                    self._add_missing_columns()
                 return
             except StoreUnavailable:
                 # Another process created a table between our check and our
@@ -100,6 +103,27 @@ class BuildLedger:
                 if attempt == CREATE_ATTEMPTS - 1:
                     raise
                 time.sleep(0.2 * (attempt + 1))
+
+    def _add_missing_columns(self) -> None:
+        """Add columns a newer farm defines to tables an older one made.
+
+        Only additive, nullable columns are ever introduced, so this is the whole
+        migration story for now.
+        """
+        inspector = inspect(self.engine)
+        for table in Base.metadata.sorted_tables:
+            present = {column["name"] for column in inspector.get_columns(table.name)}
+            for column in table.columns:
+                if column.name in present:
+                    continue
+                kind = column.type.compile(dialect=self.engine.dialect)
+                with self.engine.begin() as connection:
+                    connection.execute(
+                        text(
+                            f"ALTER TABLE {table.name} ADD COLUMN {column.name} {kind}"
+                        )
+                    )
+                logger.info("database: added column %s.%s", table.name, column.name)
 
     @contextmanager
     def _translated(self) -> Iterator[None]:
@@ -146,7 +170,14 @@ class BuildLedger:
 
     # -- builds -----------------------------------------------------------------
 
-    def create(self, spec: BuildSpec, *, queue: str) -> Build:
+    def create(
+        self,
+        spec: BuildSpec,
+        *,
+        queue: str,
+        input_key: str | None = None,
+        git_commit: str | None = None,
+    ) -> Build:
         source = spec.source
         build = Build(
             id=new_build_id(),
@@ -156,6 +187,8 @@ class BuildLedger:
             git_url=source.url if isinstance(source, GitSource) else None,
             git_ref=source.ref if isinstance(source, GitSource) else None,
             archive_sha256=source.sha256 if isinstance(source, ArchiveSource) else None,
+            input_key=input_key,
+            git_commit=git_commit,
             context=spec.context,
             dockerfile=spec.dockerfile,
             target=spec.target,
@@ -172,6 +205,17 @@ class BuildLedger:
             session.add(build)
         logger.info("build=%s queue=%s: recorded", build.id, queue)
         return build
+
+    def find_by_inputs(self, input_key: str, *, states: Sequence[str]) -> Build | None:
+        """The newest build of exactly these inputs in one of ``states``."""
+        query = (
+            select(Build)
+            .where(Build.input_key == input_key, Build.state.in_(list(states)))
+            .order_by(Build.created_at.desc())
+            .limit(1)
+        )
+        with self._session() as session:
+            return session.scalars(query).first()
 
     def ping(self) -> None:
         """Raise StoreUnavailable unless the database answers."""

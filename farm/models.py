@@ -59,6 +59,7 @@ class Build(Base):
     archive_sha256: Mapped[str | None] = mapped_column(
         ForeignKey("archives.sha256"), index=True
     )
+    input_key: Mapped[str | None] = mapped_column(String(64), index=True)
     context: Mapped[str] = mapped_column(Text)
     dockerfile: Mapped[str] = mapped_column(Text)
     target: Mapped[str | None] = mapped_column(String(128))

@@ -422,3 +422,46 @@ def test_health_reports_database_and_redis(farm):
 def test_unknown_state_filter_on_the_page_is_explained(farm):
     response = requests.get(f"{farm.web_url}/?state=bogus", timeout=10)
     assert response.status_code == 400 and "no build state" in response.text
+
+
+def test_identical_requests_join_one_build_and_reuse_is_on_request(
+    farm, git_server, tiny_image, tmp_path
+):
+    base_url, root = git_server
+    folder = tmp_path / "join"
+    folder.mkdir()
+    (folder / "Dockerfile").write_text(
+        f"FROM {tiny_image}\nRUN echo {uuid.uuid4().hex} && sleep 3\n"
+    )
+    publish_repo(root, "join.git", folder)
+    body = {"git_url": f"{base_url}/join.git", "git_ref": "main"}
+    first = requests.post(farm.api("/builds"), json=body, timeout=30)
+    second = requests.post(farm.api("/builds"), json=body, timeout=30)
+    assert (first.status_code, second.status_code) == (202, 200)
+    assert second.json()["submission"] == "joined"
+    assert second.json()["id"] == first.json()["id"]
+    assert farm.wait_for(first.json()["id"])["state"] == "succeeded"
+
+    reused = requests.post(
+        farm.api("/builds"), json={**body, "reuse": True}, timeout=30
+    )
+    assert reused.status_code == 200 and reused.json()["submission"] == "reused"
+    assert reused.json()["id"] == first.json()["id"]
+    rebuilt = requests.post(farm.api("/builds"), json=body, timeout=30)
+    assert rebuilt.status_code == 202 and rebuilt.json()["id"] != first.json()["id"]
+    farm.wait_for(rebuilt.json()["id"])
+
+
+def test_missing_branch_is_refused_before_recording(farm, git_server, tmp_path):
+    base_url, root = git_server
+    folder = tmp_path / "branches"
+    folder.mkdir()
+    (folder / "Dockerfile").write_text("FROM scratch\n")
+    publish_repo(root, "branches.git", folder)
+    response = requests.post(
+        farm.api("/builds"),
+        timeout=30,
+        json={"git_url": f"{base_url}/branches.git", "git_ref": "no-such-branch"},
+    )
+    assert response.status_code == 422
+    assert "no branch or tag 'no-such-branch'" in response.json()["error"]["message"]

@@ -8,7 +8,7 @@ from typing import Any
 from flask import Blueprint, Response, current_app, jsonify, request, url_for
 from werkzeug.datastructures import MultiDict
 
-from farm.builds import BuildService, describe_build
+from farm.builds import BuildService, Submission, describe_build
 from farm.buildspec import reject_unknown_fields
 from farm.errors import InvalidRequest
 from farm.models import BuildState
@@ -17,6 +17,7 @@ blueprint = Blueprint("api", __name__, url_prefix="/api/v1")
 
 MAX_PAGE_SIZE = 200
 JSON_FIELDS = {
+    "reuse",
     "git_url",
     "git_ref",
     "context",
@@ -38,8 +39,10 @@ def base_url() -> str:
 
 @blueprint.post("/builds")
 def submit_build() -> Any:
+    """202 with a new build; 200 with the build an identical request joined or,
+    with ``reuse``, the finished build that already made this image."""
     if request.mimetype == "multipart/form-data":
-        build = submit_from_form(request.form, request.files.get("archive"))
+        submission = submit_from_form(request.form, request.files.get("archive"))
     else:
         data = request.get_json(silent=True)
         if not isinstance(data, dict):
@@ -47,26 +50,41 @@ def submit_build() -> Any:
                 "Send a JSON object, or multipart form data with an 'archive' file."
             )
         reject_unknown_fields(data, JSON_FIELDS)
-        build = service().submit_git(
-            data, url=data.get("git_url"), ref=data.get("git_ref")
+        submission = service().submit_git(
+            data,
+            url=data.get("git_url"),
+            ref=data.get("git_ref"),
+            reuse=parse_flag(data.get("reuse"), field="reuse"),
         )
-    body = describe_build(build, base_url=base_url())
-    response = jsonify(body)
-    response.status_code = 202
+    build = submission.build
+    response = jsonify(
+        {**describe_build(build, base_url=base_url()), "submission": submission.outcome}
+    )
+    response.status_code = 202 if submission.created else 200
     response.headers["Location"] = url_for("api.get_build", build_id=build.id)
     return response
 
 
-def submit_from_form(form: MultiDict[str, str], archive: Any) -> Any:
+def parse_flag(value: Any, *, field: str) -> bool:
+    text = str(value).strip().lower() if value is not None else ""
+    if value is False or text in ("", "0", "false", "no", "off"):
+        return False
+    if value is True or text in ("1", "true", "yes", "on"):
+        return True
+    raise InvalidRequest(f"{field} must be true or false.", field=field)
+
+
+def submit_from_form(form: MultiDict[str, str], archive: Any) -> Submission:
     """Submit from form fields: an uploaded archive, or else a git URL and ref."""
     reject_unknown_fields(form, FORM_FIELDS)
     options = options_from_form(form)
+    reuse = parse_flag(form.get("reuse"), field="reuse")
     if archive is not None and archive.filename:
         return service().submit_archive(
-            options, content=archive.read(), filename=archive.filename
+            options, content=archive.read(), filename=archive.filename, reuse=reuse
         )
     return service().submit_git(
-        options, url=form.get("git_url"), ref=form.get("git_ref")
+        options, url=form.get("git_url"), ref=form.get("git_ref"), reuse=reuse
     )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+from functools import partial
 from typing import Any
 
 import redis
@@ -15,6 +16,7 @@ from werkzeug.exceptions import HTTPException
 from farm.builds import BuildService
 from farm.config import Settings
 from farm.errors import FarmError
+from farm.git import resolve_ref
 from farm.ledger import BuildLedger
 from farm.livestate import LiveState
 from farm.metrics import FarmCollector, make_registry
@@ -50,6 +52,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         allow_file_urls=settings.allow_file_urls,
         max_archive_bytes=settings.max_archive_bytes,
         max_source_bytes=settings.max_source_bytes,
+        resolve_ref=partial(resolve_ref, allow_file=settings.allow_file_urls),
     )
     app.extensions["farm"] = service
     app.extensions["farm.settings"] = settings

@@ -6,7 +6,7 @@ from typing import Any
 
 from flask import Blueprint, current_app, redirect, render_template, request, url_for
 
-from farm.builds import BuildService, describe_build
+from farm.builds import BuildService, Submission, describe_build
 from farm.errors import InvalidRequest
 from farm.models import BuildState
 from web.forms import ActionForm, SubmitBuildForm
@@ -56,14 +56,15 @@ def submit_build() -> Any:
         status = 400 if request.method == "POST" else 200
         return render_template("submit.html", form=form), status
     try:
-        build = submit_form(form)
+        submission = submit_form(form)
     except InvalidRequest as exc:
         form.show_error(exc)
         return render_template("submit.html", form=form), 400
-    return redirect(url_for("pages.show_build", build_id=build.id), code=303)
+    build_id = submission.build.id
+    return redirect(url_for("pages.show_build", build_id=build_id), code=303)
 
 
-def submit_form(form: SubmitBuildForm) -> Any:
+def submit_form(form: SubmitBuildForm) -> Submission:
     options = {
         "context": form.context.data,
         "dockerfile": form.dockerfile.data,

@@ -262,6 +262,7 @@ class BuildRunner:
                 build.git_ref,
                 root,
                 allow_file=self.settings.allow_file_urls,
+                commit=build.git_commit,
             )
             self.ledger.record_commit(build.id, commit)
             log.write([f"Checked out commit {commit}"])

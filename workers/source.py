@@ -3,67 +3,16 @@
 from __future__ import annotations
 
 import logging
-import os
 import re
-import subprocess
 from pathlib import Path
 
 from farm.buildspec import redact_url
 from farm.errors import SourceError
+from farm.git import GitCheckout
 
 logger = logging.getLogger(__name__)
 
 _COMMIT = re.compile(r"^[0-9a-f]{7,64}$")
-
-
-class GitCheckout:
-    """Runs git in one folder with transports that run commands switched off."""
-
-    def __init__(
-        self, dest: Path, *, timeout_seconds: float = 600, allow_file: bool = False
-    ) -> None:
-        self.dest = dest
-        self.timeout_seconds = timeout_seconds
-        self.allow_file = allow_file
-
-    def run(self, *args: str) -> str:
-        # ext:: and fd:: stay off whatever the URL says; git never prompts on a node.
-        file_policy = "always" if self.allow_file else "never"
-        argv = [
-            "git",
-            "-c",
-            "protocol.ext.allow=never",
-            "-c",
-            "protocol.fd.allow=never",
-            "-c",
-            f"protocol.file.allow={file_policy}",
-            "-c",
-            "core.hooksPath=/dev/null",
-            *args,
-        ]
-        env = {**os.environ, "GIT_TERMINAL_PROMPT": "0", "GIT_ASKPASS": "/bin/false"}
-        logger.debug("git %s", " ".join(redact_url(arg) for arg in args))
-        try:
-            done = subprocess.run(
-                argv,
-                cwd=self.dest,
-                env=env,
-                capture_output=True,
-                text=True,
-                timeout=self.timeout_seconds,
-                stdin=subprocess.DEVNULL,
-            )
-        except subprocess.TimeoutExpired as exc:
-            raise SourceError(
-                f"git {args[0]} took longer than {self.timeout_seconds:.0f}s."
-            ) from exc
-        if done.returncode != 0:
-            lines = done.stderr.strip().splitlines()
-            raise SourceError(
-                f"git {args[0]} failed: {lines[-1] if lines else ''}",
-                returncode=done.returncode,
-            )
-        return done.stdout.strip()
 
 
 def fetch_git(
@@ -73,8 +22,13 @@ def fetch_git(
     *,
     timeout_seconds: float = 600,
     allow_file: bool = False,
+    commit: str | None = None,
 ) -> str:
-    """Check out exactly ``ref`` of ``url`` into ``dest``; return the commit id."""
+    """Check out ``ref`` of ``url`` into ``dest``; return the commit id.
+
+    With ``commit`` (the commit the ref named when the build was accepted), that
+    commit is built even if the branch has moved on since.
+    """
     dest.mkdir(parents=True, exist_ok=True)
     git = GitCheckout(dest, timeout_seconds=timeout_seconds, allow_file=allow_file)
     git.run("init", "-q", ".")
@@ -90,7 +44,10 @@ def fetch_git(
         # Some servers refuse a commit id as a fetch target: take everything instead.
         git.run("fetch", "-q", "--", url, "+refs/*:refs/remotes/farm/*")
         target = ref
-    commit = git.run("rev-parse", "--verify", f"{target}^{{commit}}")
-    git.run("checkout", "-q", "--detach", commit)
-    logger.info("source: checked out %s at %s", redact_url(url), commit)
-    return commit
+    fetched = git.run("rev-parse", "--verify", f"{target}^{{commit}}")
+    if commit and fetched != commit:
+        git.run("fetch", "-q", "--", url, "+refs/*:refs/remotes/farm/*")
+        fetched = git.run("rev-parse", "--verify", f"{commit}^{{commit}}")
+    git.run("checkout", "-q", "--detach", fetched)
+    logger.info("source: checked out %s at %s", redact_url(url), fetched)
+    return fetched

@@ -5,15 +5,20 @@ from __future__ import annotations
 import logging
 import threading
 
+import docker
 import redis
 from celery import Celery, Task
 from celery.signals import worker_ready, worker_shutting_down
 
 from farm.config import Settings
-from farm.errors import EngineError
+from farm.errors import EngineError, FarmError
 from farm.ledger import BuildLedger
 from farm.livestate import LiveState
 from farm.queue import RUN_BUILD_TASK, BuildQueue, make_celery
+from farm.registry import RegistryClient
+from workers.baseimages import BASE_IMAGES, pull_base_images
+from workers.baseimages.engine import image_exists
+from workers.baseimages.registry import registry_ref
 from workers.engine import EngineClient
 from workers.reaper import LostBuildReaper
 from workers.runner import BuildRunner
@@ -82,11 +87,39 @@ def start_housekeeping(settings: Settings, runner: BuildRunner, app: Celery) -> 
     worker_shutting_down.connect(lambda **_: stop.set(), weak=False)
 
 
+def fetch_missing_base_images(settings: Settings) -> None:
+    """Pull from the farm registry any base image this node's engine lacks, so a
+    new node builds the same FROM lines as the others, with the same digests."""
+    api = docker.APIClient(base_url=settings.engine_url, timeout=600)
+    registry = RegistryClient(settings.registry)
+    try:
+        missing = [name for name in BASE_IMAGES if not image_exists(api, name)]
+        seeded = [
+            name
+            for name in missing
+            if registry.has_tag(registry_ref(settings.registry, name))
+        ]
+        if seeded:
+            logger.info(
+                "worker=%s: pulling base images %s",
+                settings.worker_name,
+                ", ".join(seeded),
+            )
+            pull_base_images(api, settings.registry, names=seeded)
+    except FarmError as exc:
+        logger.warning(
+            "worker=%s: base images not fetched: %s", settings.worker_name, exc.message
+        )
+    finally:
+        api.close()
+
+
 def run_worker(settings: Settings) -> None:
     """Run a Celery worker for this node: threads, one per concurrent build."""
     runner = make_runner(settings)
     runner.engine.ping()
     runner.clear_workspaces()
+    fetch_missing_base_images(settings)
     app = make_worker_app(settings, runner)
     start_housekeeping(settings, runner, app)
     logger.info(

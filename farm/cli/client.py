@@ -72,6 +72,11 @@ def _summary(build: dict[str, Any]) -> str:
 @click.option("--wait", is_flag=True, help="Follow the log and wait for the end.")
 @click.option("--json", "as_json", is_flag=True, help="Print the build as JSON.")
 @click.option("--quiet", "-q", is_flag=True, help="Print only the build id.")
+@click.option(
+    "--reuse",
+    is_flag=True,
+    help="Answer with an earlier build of the same inputs if one succeeded.",
+)
 @server_option
 def submit(
     source: str,
@@ -84,6 +89,7 @@ def submit(
     wait: bool,
     as_json: bool,
     quiet: bool,
+    reuse: bool,
     server: str,
 ) -> None:
     """Build SOURCE: a local folder (uploaded) or a git URL."""
@@ -103,6 +109,7 @@ def submit(
         "target": target,
         "tags": list(tags),
         "build_arg": list(build_args),
+        "reuse": reuse,
     }
     try:
         if Path(source).is_dir():
@@ -117,7 +124,8 @@ def submit(
             click.echo(
                 json.dumps(build, indent=2)
                 if as_json
-                else f"{build['id']}  queued  {build['page_url']}"
+                else f"{build['id']}  {build['state']}  {build['submission']}  "
+                f"{build['page_url']}"
             )
             return
         click.echo(f"build {build['id']} queued: {build['page_url']}", err=True)

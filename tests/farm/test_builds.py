@@ -8,6 +8,7 @@ import pytest
 from farm.builds import BuildService, describe_build
 from farm.errors import InvalidRequest, StoreUnavailable
 from farm.ledger import BuildLedger
+from farm.models import BuildState
 
 
 class DownQueue:
@@ -43,7 +44,7 @@ def test_submitted_build_is_recorded_then_enqueued(tmp_path):
     service = make_service(tmp_path, queue)
     build = service.submit_git(
         {"tags": ["a:1"]}, url="https://git.example.org/a.git", ref="v1"
-    )
+    ).build
     assert queue.sent == [build.id]
     assert service.ledger.get(build.id).tags == ["a:1"]
 
@@ -64,7 +65,31 @@ def test_described_build_hides_url_credentials(tmp_path):
     service = make_service(tmp_path, SentQueue())
     build = service.submit_git(
         {}, url="https://bob:s3cret@git.example.org/a.git", ref="main"
-    )
+    ).build
     described = describe_build(build)
     assert "s3cret" not in str(described)
     assert described["source"]["url"] == "https://***@git.example.org/a.git"
+
+
+def test_identical_inputs_join_the_active_build_and_reuse_a_finished_one(tmp_path):
+    queue = SentQueue()
+    service = make_service(tmp_path, queue)
+    service.resolve_ref = lambda url, ref: "a" * 40
+    url = "https://git.example.org/a.git"
+    first = service.submit_git({"tags": ["x:1"]}, url=url, ref="main")
+    again = service.submit_git({"tags": ["x:2"]}, url=url, ref="main")
+    other = service.submit_git({"build_args": {"V": "2"}}, url=url, ref="main")
+    assert (first.outcome, again.outcome, other.outcome) == (
+        "created",
+        "joined",
+        "created",
+    )
+    assert again.build.id == first.build.id and len(queue.sent) == 2
+    assert first.build.git_commit == "a" * 40
+
+    service.ledger.claim(first.build.id, worker="w")
+    service.ledger.finish(first.build.id, BuildState.SUCCEEDED)
+    reused = service.submit_git({}, url=url, ref="main", reuse=True)
+    fresh = service.submit_git({}, url=url, ref="main")
+    assert reused.outcome == "reused" and reused.build.id == first.build.id
+    assert fresh.outcome == "created"
