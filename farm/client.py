@@ -12,12 +12,11 @@ from pathlib import Path
 from typing import Any
 
 import requests
+from docker.utils.build import exclude_paths
 
 from farm.errors import FarmError
 
 logger = logging.getLogger(__name__)
-
-SKIPPED_FOLDERS = {".git", "node_modules", "__pycache__", ".venv"}
 
 
 class ApiError(FarmError):
@@ -33,20 +32,46 @@ class ApiError(FarmError):
         self.status = status or 0
 
 
-def pack_folder(folder: Path) -> bytes:
-    """A .tar.gz of ``folder`` for upload, without VCS and dependency folders.
+def pack_folder(
+    folder: Path, *, context: str = ".", dockerfile: str = "Dockerfile"
+) -> bytes:
+    """A .tar.gz of what a build of ``folder`` needs, for upload.
 
-    The same files always pack to the same bytes (sorted entries, no time in the
-    gzip header), so the farm recognises a repeated upload as the same source.
+    That is the context folder without what its ``.dockerignore`` excludes (as the
+    engine would leave it out anyway) and without ``.git``, plus the Dockerfile
+    wherever it lies. The same files always pack to the same bytes (sorted entries,
+    no time in the gzip header), so the farm recognises a repeated upload.
     """
+    context_dir = folder / context
+    kept = {
+        (context_dir / relative).resolve()
+        for relative in exclude_paths(
+            str(context_dir), _dockerignore(context_dir), dockerfile=dockerfile
+        )
+    }
+    kept.add((context_dir / dockerfile).resolve())
+    # Folders leading to a kept file are packed too, so its path exists.
+    kept |= {parent for path in kept for parent in path.parents}
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w", format=tarfile.GNU_FORMAT) as tar:
         for path in sorted(folder.rglob("*")):
             relative = path.relative_to(folder)
-            if SKIPPED_FOLDERS.intersection(relative.parts):
+            if ".git" in relative.parts or not _kept(path, kept):
                 continue
             tar.add(path, arcname=relative.as_posix(), recursive=False)
     return gzip.compress(buffer.getvalue(), mtime=0)
+
+
+def _kept(path: Path, kept: set[Path]) -> bool:
+    return (path.parent.resolve() / path.name) in kept
+
+
+def _dockerignore(context_dir: Path) -> list[str]:
+    path = context_dir / ".dockerignore"
+    if not path.is_file():
+        return []
+    lines = (line.strip() for line in path.read_text().splitlines())
+    return [line for line in lines if line and not line.startswith("#")]
 
 
 class FarmClient:
@@ -65,7 +90,8 @@ class FarmClient:
             )
         except requests.RequestException as exc:
             raise ApiError(
-                f"Could not reach the farm at {self.server_url}: {exc}",
+                f"Could not reach the farm at {self.server_url} "
+                f"({type(exc).__name__}); is it running?",
                 code="unreachable",
             ) from exc
         try:
@@ -96,7 +122,11 @@ class FarmClient:
         files = {
             "archive": (
                 f"{folder.name or 'source'}.tar.gz",
-                pack_folder(folder),
+                pack_folder(
+                    folder,
+                    context=options.get("context") or ".",
+                    dockerfile=options.get("dockerfile") or "Dockerfile",
+                ),
                 "application/gzip",
             )
         }

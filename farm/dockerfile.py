@@ -132,7 +132,7 @@ class Dockerfile:
         stage = self._stage_for(ref.stage)
         if stage is None:
             return None
-        if ref.position == 1 or ref.keyword == "FROM":
+        if ref.keyword == "FROM":
             return stage.label, stage.line
         found = _match_instruction(stage, ref)
         return (stage.label, found.line) if found else None

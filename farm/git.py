@@ -17,6 +17,7 @@ from farm.errors import SourceError
 
 logger = logging.getLogger(__name__)
 
+_CREDENTIALS = re.compile(r"//[^/\s@]+@")
 FULL_COMMIT = re.compile(r"^[0-9a-f]{40}([0-9a-f]{24})?$")
 
 
@@ -62,7 +63,7 @@ class GitCheckout:
                 f"git {args[0]} took longer than {self.timeout_seconds:.0f}s."
             ) from exc
         if done.returncode != 0:
-            lines = done.stderr.strip().splitlines()
+            lines = _CREDENTIALS.sub("//***@", done.stderr).strip().splitlines()
             raise SourceError(
                 f"git {args[0]} failed: {lines[-1] if lines else ''}",
                 returncode=done.returncode,

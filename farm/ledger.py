@@ -55,7 +55,10 @@ def new_build_id() -> str:
 def open_database(url: str) -> Engine:
     """Create the SQLAlchemy engine, preparing SQLite for several processes."""
     if url.startswith("sqlite:///"):
-        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        path = Path(url.removeprefix("sqlite:///"))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # The database holds git URLs with their credentials: only its owner reads.
+        path.touch(mode=0o600, exist_ok=True)
         engine = create_engine(url, connect_args={"timeout": 30})
         event.listen(engine, "connect", _tune_sqlite)
         return engine

@@ -59,3 +59,8 @@ def test_missing_folder_is_a_usage_error(farm, tmp_path: Path):
         "submit", str(tmp_path), "--build-arg", "NOEQUALS", server=farm.web_url
     )
     assert bad_arg.returncode == 2 and "NAME=value" in bad_arg.stderr
+
+
+def test_ref_with_a_folder_is_a_usage_error(farm, tmp_path: Path):
+    done = run_farm("submit", str(tmp_path), "--ref", "main", server=farm.web_url)
+    assert done.returncode == 2 and "--ref applies to git sources" in done.stderr

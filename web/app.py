@@ -61,6 +61,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     )
     csrf = CSRFProtect(app)
     csrf.exempt(api.blueprint)
+    app.add_template_filter(format_time, "when")
     app.register_blueprint(api.blueprint)
     app.register_blueprint(pages.blueprint)
     app.add_url_rule("/metrics", "metrics", serve_metrics)
@@ -69,6 +70,11 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.register_error_handler(HTTPException, answer_http_error)
     app.register_error_handler(Exception, answer_unexpected_error)
     return app
+
+
+def format_time(iso: str | None) -> str:
+    """An ISO time from the API as pages show it: to the second, in UTC."""
+    return f"{iso[:19].replace('T', ' ')} UTC" if iso else "—"
 
 
 def serve_metrics() -> Response:

@@ -18,7 +18,7 @@ class SubmitBuildForm(FlaskForm):
         default="git",
     )
     git_url = StringField("Repository URL")
-    git_ref = StringField("Branch, tag or commit", default="main")
+    git_ref = StringField("Branch, tag or commit (empty: the default branch)")
     archive = FileField("Source archive (.tar.gz)")
     context = StringField("Context folder", default=".")
     dockerfile = StringField(

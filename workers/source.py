@@ -13,6 +13,7 @@ from farm.git import GitCheckout
 logger = logging.getLogger(__name__)
 
 _COMMIT = re.compile(r"^[0-9a-f]{7,64}$")
+ALL_REFS = "+refs/*:refs/remotes/farm/*"
 
 
 def fetch_git(
@@ -32,22 +33,34 @@ def fetch_git(
     dest.mkdir(parents=True, exist_ok=True)
     git = GitCheckout(dest, timeout_seconds=timeout_seconds, allow_file=allow_file)
     git.run("init", "-q", ".")
-    try:
-        git.run("fetch", "-q", "--depth=1", "--no-tags", "--", url, ref)
-        target = "FETCH_HEAD"
-    except SourceError as exc:
-        if not _COMMIT.match(ref):
-            raise SourceError(
-                f"Could not fetch ref {ref!r} from {redact_url(url)}: "
-                "check the URL and that the branch or tag exists."
-            ) from exc
-        # Some servers refuse a commit id as a fetch target: take everything instead.
-        git.run("fetch", "-q", "--", url, "+refs/*:refs/remotes/farm/*")
-        target = ref
+    target = _fetch(git, url, ref)
     fetched = git.run("rev-parse", "--verify", f"{target}^{{commit}}")
     if commit and fetched != commit:
-        git.run("fetch", "-q", "--", url, "+refs/*:refs/remotes/farm/*")
+        git.run("fetch", "-q", "--", url, ALL_REFS)
         fetched = git.run("rev-parse", "--verify", f"{commit}^{{commit}}")
     git.run("checkout", "-q", "--detach", fetched)
     logger.info("source: checked out %s at %s", redact_url(url), fetched)
     return fetched
+
+
+def _fetch(git: GitCheckout, url: str, ref: str) -> str:
+    """Fetch ``ref`` as cheaply as the server allows; return what to check out."""
+    attempts = [
+        # A shallow fetch of just the ref is cheapest; dumb HTTP servers can't.
+        (["fetch", "-q", "--depth=1", "--no-tags", "--", url, ref], "FETCH_HEAD"),
+        (["fetch", "-q", "--no-tags", "--", url, ref], "FETCH_HEAD"),
+    ]
+    if _COMMIT.match(ref):
+        # Servers may refuse a commit id as a fetch target: take everything then.
+        attempts.append((["fetch", "-q", "--", url, ALL_REFS], ref))
+    failure = None
+    for args, target in attempts:
+        try:
+            git.run(*args)
+            return target
+        except SourceError as exc:
+            failure = exc
+    assert failure is not None
+    raise SourceError(
+        f"Could not fetch {ref!r} from {redact_url(url)}: {failure.message}"
+    ) from failure

@@ -14,6 +14,7 @@ from farm.client import ApiError, FarmClient
 
 EXIT_BUILD_FAILED = 1
 EXIT_API_ERROR = 3
+EXIT_INTERRUPTED = 130
 
 server_option = click.option(
     "--server",
@@ -28,8 +29,23 @@ def _client(server: str) -> FarmClient:
 
 
 def _fail(exc: ApiError) -> None:
-    click.echo(f"error: {exc.message} ({exc.code})", err=True)
+    click.echo(f"Error: {exc.message} ({exc.code})", err=True)
     sys.exit(EXIT_API_ERROR)
+
+
+def follow(client: FarmClient, build: dict[str, Any]) -> dict[str, Any]:
+    """Print the build's log as it grows and return the build once it ended."""
+    try:
+        for line in client.follow_log(build["id"]):
+            click.echo(line, err=True)
+        return client.wait(build["id"])
+    except KeyboardInterrupt:
+        click.echo(
+            f"\nStopped following; the build goes on. To stop it: "
+            f"farm cancel {build['id']}",
+            err=True,
+        )
+        sys.exit(EXIT_INTERRUPTED)
 
 
 def _looks_like_git_url(source: str) -> bool:
@@ -94,6 +110,11 @@ def submit(
 ) -> None:
     """Build SOURCE: a local folder (uploaded) or a git URL."""
     client = _client(server)
+    if ref and Path(source).is_dir():
+        raise click.BadParameter(
+            "--ref applies to git sources; a folder is uploaded as it is.",
+            param_hint="--ref",
+        )
     if not _looks_like_git_url(source) and not Path(source).is_dir():
         raise click.BadParameter(
             f"{source!r} is neither a folder nor a git URL.", param_hint="SOURCE"
@@ -128,10 +149,10 @@ def submit(
                 f"{build['page_url']}"
             )
             return
-        click.echo(f"build {build['id']} queued: {build['page_url']}", err=True)
-        for line in client.follow_log(build["id"]):
-            click.echo(line, err=True)
-        build = client.wait(build["id"])
+        click.echo(
+            f"build {build['id']} {build['submission']}: {build['page_url']}", err=True
+        )
+        build = follow(client, build)
     except ApiError as exc:
         _fail(exc)
         return
@@ -185,9 +206,17 @@ def logs(build_id: str, follow: bool, server: str) -> None:
 def cancel(build_id: str, server: str) -> None:
     """Cancel a queued or running build."""
     try:
-        click.echo(_summary(_client(server).cancel(build_id)))
+        build = _client(server).cancel(build_id)
     except ApiError as exc:
         _fail(exc)
+        return
+    click.echo(_summary(build))
+    if build["state"] != "cancelled":
+        click.echo(
+            "Cancel requested: the worker stops the build within seconds "
+            "(a build whose worker died ends when it is swept).",
+            err=True,
+        )
 
 
 @click.command()

@@ -209,3 +209,18 @@ def test_locate_step_returns_none_for_unknown_stages_and_internal_vertexes() -> 
 def test_single_named_stage_is_found_without_a_stage_in_the_name() -> None:
     dockerfile = parse_dockerfile("FROM busybox AS build\nWORKDIR /x\nRUN false\n")
     assert dockerfile.locate_step("[3/3] RUN false") == ("build", 3)
+
+
+def test_first_step_of_a_stage_built_on_another_stage_maps_to_its_own_line():
+    dockerfile = parse_dockerfile(
+        "FROM base AS build\nRUN echo built > /out\n\nFROM build AS test\n"
+        "RUN echo testing && exit 1\n"
+    )
+    assert dockerfile.locate_step("[test 1/1] RUN echo testing && exit 1") == (
+        "test",
+        5,
+    )
+    assert dockerfile.locate_step("[build 1/2] FROM docker.io/library/base") == (
+        "build",
+        1,
+    )
