@@ -12,6 +12,8 @@ from farm.archives import DEFAULT_MAX_UNPACKED_BYTES, check_archive
 from farm.buildspec import (
     ArchiveSource,
     BuildSpec,
+    clean_priority,
+    clean_queue,
     input_key,
     parse_git_source,
     parse_spec,
@@ -50,7 +52,7 @@ class BuildService:
         queue: BuildQueue,
         live: LiveState,
         *,
-        default_queue: str,
+        queues: list[str],
         allow_file_urls: bool = False,
         max_archive_bytes: int = 256 * 1024 * 1024,
         max_source_bytes: int = DEFAULT_MAX_UNPACKED_BYTES,
@@ -59,7 +61,7 @@ class BuildService:
         self.ledger = ledger
         self.queue = queue
         self.live = live
-        self.default_queue = default_queue
+        self.queues = queues
         self.allow_file_urls = allow_file_urls
         self.max_archive_bytes = max_archive_bytes
         self.max_source_bytes = max_source_bytes
@@ -75,8 +77,9 @@ class BuildService:
         """
         source = parse_git_source(url, ref, allow_file_urls=self.allow_file_urls)
         spec = parse_spec(options, source)
+        route = self.route(options)  # every check before git is asked anything
         commit = self.resolve_ref(source.url, source.ref) if self.resolve_ref else None
-        return self.submit(spec, commit=commit, reuse=reuse)
+        return self.submit(spec, route, commit=commit, reuse=reuse)
 
     def submit_archive(
         self,
@@ -101,11 +104,24 @@ class BuildService:
             filename=filename,
         )
         spec = parse_spec(options, source)
+        route = self.route(options)
         self.ledger.store_archive(content, filename=filename)
-        return self.submit(spec, reuse=reuse)
+        return self.submit(spec, route, reuse=reuse)
+
+    def route(self, options: Mapping[str, Any]) -> tuple[str, str]:
+        """The queue and priority a request asks for, checked."""
+        return (
+            clean_queue(options.get("queue"), self.queues),
+            clean_priority(options.get("priority")),
+        )
 
     def submit(
-        self, spec: BuildSpec, *, commit: str | None = None, reuse: bool = False
+        self,
+        spec: BuildSpec,
+        route: tuple[str, str] | None = None,
+        *,
+        commit: str | None = None,
+        reuse: bool = False,
     ) -> Submission:
         """Join a build of the same inputs, reuse a finished one if asked, or record
         a new build and enqueue it.
@@ -113,6 +129,7 @@ class BuildService:
         If the queue cannot take a new build, its record is removed again, so a
         client that retries after the 503 leaves no failed builds behind.
         """
+        queue, priority = route or self.route({})
         key = input_key(spec, commit)
         if key and reuse:
             done = self.ledger.find_by_inputs(key, states=[BuildState.SUCCEEDED])
@@ -124,10 +141,10 @@ class BuildService:
                 logger.info("build=%s: joined by an identical request", active.id)
                 return Submission(active, "joined")
         build = self.ledger.create(
-            spec, queue=self.default_queue, input_key=key, git_commit=commit
+            spec, queue=queue, priority=priority, input_key=key, git_commit=commit
         )
         try:
-            self.queue.enqueue(build.id, queue=build.queue)
+            self.queue.enqueue(build.id, queue=queue, priority=priority)
         except StoreUnavailable:
             self.ledger.discard(build.id)
             raise
@@ -144,6 +161,39 @@ class BuildService:
             self.live.request_cancel(build_id)
             logger.info("build=%s: cancel requested", build_id)
         return self.ledger.get(build_id)
+
+    def waiting(self, build: Build) -> dict[str, Any] | None:
+        """For a queued build: its place in the queue and why it waits."""
+        if build.state != BuildState.QUEUED:
+            return None
+        position = self.queue.position(build.queue, build.id)
+        serving = {
+            name: info
+            for name, info in self.live.workers().items()
+            if build.queue in info.get("queues", [])
+        }
+        slots = sum(int(info.get("slots", 1)) for info in serving.values())
+        running = self.ledger.count_running(build.queue)
+        if not serving:
+            reason = f"No live node serves queue '{build.queue}'."
+        elif running >= slots:
+            reason = (
+                f"All {len(serving)} nodes serving '{build.queue}' are busy "
+                f"({running} of {slots} build slots in use)."
+            )
+        elif position is None:
+            reason = "A node has taken it and is about to start it."
+        elif position:
+            reason = f"{position} builds are ahead of it in '{build.queue}'."
+        else:
+            reason = "It is next; a node is about to take it."
+        return {
+            "position": position,
+            "reason": reason,
+            "nodes": len(serving),
+            "slots": slots,
+            "running": running,
+        }
 
     def read_log(self, build_id: str, *, start: int = 0) -> tuple[list[str], bool]:
         """Log lines from ``start`` on, and whether the build has ended."""
@@ -184,6 +234,7 @@ def describe_build(build: Build, *, base_url: str = "") -> dict[str, Any]:
         "page_url": f"{base_url}/builds/{build.id}",
         "state": build.state,
         "queue": build.queue,
+        "priority": build.priority or "normal",
         "source": source,
         "context": build.context,
         "dockerfile": build.dockerfile,

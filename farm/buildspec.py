@@ -89,6 +89,26 @@ def parse_spec(data: Mapping[str, Any], source: Source) -> BuildSpec:
     )
 
 
+def clean_queue(value: Any, allowed: list[str]) -> str:
+    """A queue the farm serves (``allowed[0]`` when none is named)."""
+    if value is None or value == "":
+        return allowed[0]
+    if value not in allowed:
+        raise InvalidRequest(
+            f"Unknown queue {value!r}; this farm serves {', '.join(allowed)}.",
+            field="queue",
+        )
+    return str(value)
+
+
+def clean_priority(value: Any) -> str:
+    if value is None or value == "":
+        return "normal"
+    if value not in ("normal", "urgent"):
+        raise InvalidRequest("priority must be 'normal' or 'urgent'.", field="priority")
+    return str(value)
+
+
 def input_key(spec: BuildSpec, commit: str | None) -> str | None:
     """A digest of everything that decides the image: the exact source (commit or
     archive content), context, Dockerfile, target and build args. Tags are left out:

@@ -25,6 +25,7 @@ class Settings:
     web_url: str = "http://127.0.0.1:8000"
     secret_key: str = ""
     queue: str = "builds"
+    queues: str = ""
     worker_name: str = field(default_factory=socket.gethostname)
     worker_concurrency: int = 2
     work_dir: Path = Path("/var/tmp/farm")
@@ -35,6 +36,16 @@ class Settings:
     stage_cache: bool = True
     allow_file_urls: bool = False
     log_level: str = "INFO"
+
+    @property
+    def queue_names(self) -> list[str]:
+        """The named queues: builds may be sent to them, and a worker serves them.
+
+        ``FARM_QUEUES`` lists them (comma-separated, e.g. per platform or node
+        label); the default queue ``FARM_QUEUE`` is always one of them.
+        """
+        names = [name.strip() for name in self.queues.split(",") if name.strip()]
+        return list(dict.fromkeys([self.queue, *names]))
 
     @classmethod
     def from_env(

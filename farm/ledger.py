@@ -178,6 +178,7 @@ class BuildLedger:
         spec: BuildSpec,
         *,
         queue: str,
+        priority: str = "normal",
         input_key: str | None = None,
         git_commit: str | None = None,
     ) -> Build:
@@ -186,6 +187,7 @@ class BuildLedger:
             id=new_build_id(),
             state=BuildState.QUEUED,
             queue=queue,
+            priority=priority,
             source_kind=source.kind,
             git_url=source.url if isinstance(source, GitSource) else None,
             git_ref=source.ref if isinstance(source, GitSource) else None,
@@ -353,6 +355,13 @@ class BuildLedger:
             return log.text if log else None
 
     # -- figures for metrics ----------------------------------------------------
+
+    def count_running(self, queue: str) -> int:
+        query = select(func.count()).where(
+            Build.state == BuildState.RUNNING, Build.queue == queue
+        )
+        with self._session() as session:
+            return int(session.execute(query).scalar_one())
 
     def count_by_state(self) -> dict[str, int]:
         with self._session() as session:

@@ -5,8 +5,10 @@ Redis holds only what is in flight; the ledger keeps the durable copy once a bui
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Sequence
+from typing import Any
 
 import redis
 
@@ -90,20 +92,28 @@ class LiveState:
         except redis.RedisError:
             return True
 
-    def beat_worker(self, name: str) -> None:
-        """Say that worker ``name`` is up and consuming builds."""
+    def beat_worker(self, name: str, *, queues: list[str], slots: int) -> None:
+        """Say that worker ``name`` is up, which queues it serves and how many
+        builds it runs at once."""
+        info = json.dumps({"queues": queues, "slots": slots})
         try:
-            self.client.set(_worker_key(name), "up", ex=WORKER_TTL_SECONDS)
+            self.client.set(_worker_key(name), info, ex=WORKER_TTL_SECONDS)
         except redis.RedisError:
             logger.warning("worker=%s: heartbeat not sent (Redis down)", name)
 
-    def workers(self) -> list[str]:
-        """Names of the workers that beat lately."""
+    def workers(self) -> dict[str, dict[str, Any]]:
+        """The workers that beat lately, each with its queues and slots."""
         try:
             keys = self.client.keys(_worker_key("*"))
+            values = self.client.mget(keys) if keys else []
         except redis.RedisError as exc:
             raise StoreUnavailable("Redis could not be reached.") from exc
-        return sorted(_text(key).removeprefix(_worker_key("")) for key in keys)
+        found = {}
+        for key, value in zip(keys, values, strict=True):
+            if value is not None:
+                name = _text(key).removeprefix(_worker_key(""))
+                found[name] = json.loads(_text(value))
+        return dict(sorted(found.items()))
 
     def request_cancel(self, build_id: str) -> None:
         try:

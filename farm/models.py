@@ -52,6 +52,7 @@ class Build(Base):
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     state: Mapped[str] = mapped_column(String(16), index=True)
     queue: Mapped[str] = mapped_column(String(64))
+    priority: Mapped[str | None] = mapped_column(String(16))
     source_kind: Mapped[str] = mapped_column(String(16))
     git_url: Mapped[str | None] = mapped_column(Text)
     git_ref: Mapped[str | None] = mapped_column(String(255))

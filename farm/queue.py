@@ -5,6 +5,7 @@ The web app only sends tasks by name, so it never imports worker code.
 
 from __future__ import annotations
 
+import json
 import logging
 
 import redis
@@ -17,6 +18,11 @@ from farm.errors import StoreUnavailable
 logger = logging.getLogger(__name__)
 
 RUN_BUILD_TASK = "farm.run_build"
+
+# Kombu's Redis transport keeps one list per priority step and pops the lowest
+# number first (kombu docs, "Redis: priorities"); urgent builds jump the line.
+PRIORITIES = {"urgent": 0, "normal": 5}
+PRIORITY_SEPARATOR = ":"
 
 
 def make_celery(settings: Settings) -> Celery:
@@ -34,6 +40,9 @@ def make_celery(settings: Settings) -> Celery:
             # Redis re-delivers unacknowledged tasks after this long; it must outlast
             # the longest build (Celery docs, "Redis: visibility timeout").
             "visibility_timeout": settings.build_timeout_seconds + 600,
+            "priority_steps": sorted(PRIORITIES.values()),
+            "sep": PRIORITY_SEPARATOR,
+            "queue_order_strategy": "priority",
         },
         worker_send_task_events=True,
         task_send_sent_event=True,
@@ -49,20 +58,57 @@ class BuildQueue:
         self.celery = celery
         self.redis = redis_client
 
-    def enqueue(self, build_id: str, *, queue: str) -> None:
+    def enqueue(self, build_id: str, *, queue: str, priority: str = "normal") -> None:
         try:
             self.celery.send_task(
-                RUN_BUILD_TASK, args=[build_id], queue=queue, retry=False
+                RUN_BUILD_TASK,
+                args=[build_id],
+                queue=queue,
+                priority=PRIORITIES[priority],
+                retry=False,
             )
         except (OperationalError, redis.RedisError, OSError) as exc:
             raise StoreUnavailable(
                 "The build queue (Redis) could not be reached; try again shortly."
             ) from exc
-        logger.info("build=%s queue=%s: enqueued", build_id, queue)
+        logger.info(
+            "build=%s queue=%s priority=%s: enqueued", build_id, queue, priority
+        )
 
     def depth(self, queue: str) -> int:
-        """Tasks waiting in Redis for ``queue`` (kombu keeps one list per queue)."""
+        """Builds waiting in Redis for ``queue``, all priorities together."""
         try:
-            return int(self.redis.llen(queue))
+            return sum(int(self.redis.llen(key)) for key in redis_lists(queue))
         except redis.RedisError as exc:
             raise StoreUnavailable("Redis could not be reached.") from exc
+
+    def position(self, queue: str, build_id: str) -> int | None:
+        """How many builds a worker takes before this one; None if it is not there."""
+        ahead = 0
+        try:
+            for key in redis_lists(queue):
+                # Publishers push on the left and workers pop on the right.
+                messages = self.redis.lrange(key, 0, -1)[::-1]
+                for index, message in enumerate(messages):
+                    if build_id in _task_args(message):
+                        return ahead + index
+                ahead += len(messages)
+        except redis.RedisError as exc:
+            raise StoreUnavailable("Redis could not be reached.") from exc
+        return None
+
+
+def redis_lists(queue: str) -> list[str]:
+    """The Redis lists behind ``queue``, in the order workers take from them."""
+    return [
+        queue if step == 0 else f"{queue}{PRIORITY_SEPARATOR}{step}"
+        for step in sorted(PRIORITIES.values())
+    ]
+
+
+def _task_args(message: bytes | str) -> str:
+    try:
+        envelope = json.loads(message)
+    except ValueError:
+        return ""
+    return str(envelope.get("headers", {}).get("argsrepr", ""))

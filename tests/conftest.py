@@ -170,10 +170,12 @@ def farm(
         redis_port=int(redis_url.rsplit(":", 1)[1].split("/")[0]),
         registry_port=int(registry.rsplit(":", 1)[1]),
         web_port=free_port(),
-        nodes=(Node("node-a", os.environ.get("FARM_TEST_ENGINE", "test0")),),
+        # The web app also accepts builds for 'idle', which no node serves.
+        nodes=(Node("node-a", os.environ.get("FARM_TEST_ENGINE", "test0"), "builds"),),
         database_url=postgres_url,
         extra_env={
             "FARM_SECRET_KEY": "test",
+            "FARM_QUEUES": "builds,idle",
             "FARM_WORKER_CONCURRENCY": "2",
             "FARM_WORK_DIR": str(services_dir / "work"),
         },

@@ -274,11 +274,11 @@ def test_missing_dockerfile_fails_with_clear_error(farm, tmp_path):
     [
         ({"git_url": "ext::sh -c id", "git_ref": "main"}, "git_url"),
         (
-            {"git_url": "https://git.example.org/a.git", "git_ref": "--upload-pack=x"},
+            {"git_url": "http://127.0.0.1:9/a.git", "git_ref": "--upload-pack=x"},
             "git_ref",
         ),
-        ({"git_url": "https://git.example.org/a.git", "context": "../.."}, "context"),
-        ({"git_url": "https://git.example.org/a.git", "tags": ["UPPER"]}, "tags"),
+        ({"git_url": "http://127.0.0.1:9/a.git", "context": "../.."}, "context"),
+        ({"git_url": "http://127.0.0.1:9/a.git", "tags": ["UPPER"]}, "tags"),
     ],
 )
 def test_bad_requests_get_json_errors_and_record_nothing(farm, body, field):
@@ -407,7 +407,7 @@ def test_unknown_field_is_refused_by_name(farm):
     response = requests.post(
         farm.api("/builds"),
         timeout=10,
-        json={"git_url": "https://git.example.org/a.git", "dockerfiel": "Dockerfile"},
+        json={"git_url": "http://127.0.0.1:9/a.git", "dockerfiel": "Dockerfile"},
     )
     assert response.status_code == 400
     assert response.json()["error"]["details"]["field"] == "dockerfiel"
@@ -465,3 +465,45 @@ def test_missing_branch_is_refused_before_recording(farm, git_server, tmp_path):
     )
     assert response.status_code == 422
     assert "no branch or tag 'no-such-branch'" in response.json()["error"]["message"]
+
+
+def test_a_build_for_a_queue_no_node_serves_says_why_and_where_it_waits(
+    farm, tiny_image, tmp_path
+):
+    def submit(priority: str) -> str:
+        folder = tmp_path / priority
+        folder.mkdir()
+        (folder / "Dockerfile").write_text(f"FROM {tiny_image}\nRUN echo {priority}\n")
+        response = requests.post(
+            farm.api("/builds"),
+            timeout=30,
+            data={"queue": "idle", "priority": priority},
+            files={"archive": ("s.tar.gz", archive_of(folder))},
+        )
+        assert response.status_code == 202, response.text
+        return response.json()["id"]
+
+    normal, urgent = submit("normal"), submit("urgent")
+    waiting = {
+        build_id: requests.get(farm.api(f"/builds/{build_id}"), timeout=10).json()
+        for build_id in (normal, urgent)
+    }
+    assert waiting[urgent]["waiting"]["position"] == 0
+    assert waiting[normal]["waiting"]["position"] == 1
+    assert "No live node serves queue 'idle'" in waiting[normal]["waiting"]["reason"]
+    assert waiting[urgent]["priority"] == "urgent"
+    metrics = requests.get(f"{farm.web_url}/metrics", timeout=10).text
+    assert 'farm_queue_depth{queue="idle"} 2.0' in metrics
+    for build_id in (normal, urgent):
+        cancelled = requests.post(farm.api(f"/builds/{build_id}/cancel"), timeout=10)
+        assert cancelled.json()["state"] == "cancelled"
+
+
+def test_unknown_queue_is_refused_naming_the_served_ones(farm):
+    response = requests.post(
+        farm.api("/builds"),
+        timeout=10,
+        json={"git_url": "http://127.0.0.1:9/a.git", "queue": "gpu"},
+    )
+    assert response.status_code == 400
+    assert "this farm serves builds, idle" in response.json()["error"]["message"]

@@ -18,6 +18,8 @@ blueprint = Blueprint("api", __name__, url_prefix="/api/v1")
 MAX_PAGE_SIZE = 200
 JSON_FIELDS = {
     "reuse",
+    "queue",
+    "priority",
     "git_url",
     "git_ref",
     "context",
@@ -105,6 +107,8 @@ def options_from_form(form: MultiDict[str, str]) -> dict[str, Any]:
     for value in form.getlist("tags") + form.getlist("tag"):
         tags += value.replace(",", " ").split()
     return {
+        "queue": form.get("queue"),
+        "priority": form.get("priority"),
         "context": form.get("context"),
         "dockerfile": form.get("dockerfile"),
         "target": form.get("target"),
@@ -145,7 +149,11 @@ def _int_arg(name: str, default: int, *, maximum: int) -> int:
 
 @blueprint.get("/builds/<build_id>")
 def get_build(build_id: str) -> Any:
-    return describe_build(service().ledger.get(build_id), base_url=base_url())
+    build = service().ledger.get(build_id)
+    return {
+        **describe_build(build, base_url=base_url()),
+        "waiting": service().waiting(build),
+    }
 
 
 @blueprint.get("/builds/<build_id>/log")

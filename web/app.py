@@ -48,7 +48,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         ledger,
         queue,
         LiveState(redis_client),
-        default_queue=settings.queue,
+        queues=settings.queue_names,
         allow_file_urls=settings.allow_file_urls,
         max_archive_bytes=settings.max_archive_bytes,
         max_source_bytes=settings.max_source_bytes,
@@ -57,7 +57,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.extensions["farm"] = service
     app.extensions["farm.settings"] = settings
     app.extensions["farm.metrics"] = make_registry(
-        FarmCollector(ledger, queue, [settings.queue])
+        FarmCollector(ledger, queue, settings.queue_names)
     )
     csrf = CSRFProtect(app)
     csrf.exempt(api.blueprint)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask_wtf import FlaskForm
 from flask_wtf.file import FileField
-from wtforms import RadioField, StringField, TextAreaField
+from wtforms import RadioField, SelectField, StringField, TextAreaField
 
 from farm.errors import InvalidRequest
 
@@ -27,20 +27,16 @@ class SubmitBuildForm(FlaskForm):
     target = StringField("Target stage (optional)")
     build_args = TextAreaField("Build args, one NAME=value per line")
     tags = StringField("Image tags, e.g. web:1.0 (optional)")
+    queue = SelectField("Queue")
+    priority = RadioField(
+        "Priority",
+        choices=[("normal", "Normal"), ("urgent", "Urgent: ahead of normal builds")],
+        default="normal",
+    )
 
     def show_error(self, error: InvalidRequest) -> None:
         """Put a validation error beside its field, or at the top of the form."""
-        names = {
-            "git_url",
-            "git_ref",
-            "archive",
-            "context",
-            "dockerfile",
-            "target",
-            "build_args",
-            "tags",
-        }
-        field = error.field if error.field in names else None
+        field = error.field if error.field in self._fields else None
         if field is None:
             self.form_errors.append(error.message)
         else:

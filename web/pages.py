@@ -52,6 +52,7 @@ def list_builds() -> Any:
 @blueprint.route("/builds/new", methods=["GET", "POST"])
 def submit_build() -> Any:
     form = SubmitBuildForm()
+    form.queue.choices = [(name, name) for name in service().queues]
     if not form.validate_on_submit():
         status = 400 if request.method == "POST" else 200
         return render_template("submit.html", form=form), status
@@ -73,6 +74,8 @@ def submit_form(form: SubmitBuildForm) -> Submission:
             line for line in (form.build_args.data or "").splitlines() if line.strip()
         ],
         "tags": form.tags.data or "",
+        "queue": form.queue.data,
+        "priority": form.priority.data,
     }
     if form.source.data == "archive":
         upload = form.archive.data
@@ -86,7 +89,8 @@ def submit_form(form: SubmitBuildForm) -> Submission:
 
 @blueprint.get("/builds/<build_id>")
 def show_build(build_id: str) -> Any:
-    build = describe_build(service().ledger.get(build_id))
+    record = service().ledger.get(build_id)
+    build = {**describe_build(record), "waiting": service().waiting(record)}
     return render_template("build.html", build=build, form=ActionForm())
 
 

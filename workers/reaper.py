@@ -15,7 +15,7 @@ import threading
 from farm.errors import AttemptLost, FarmError
 from farm.ledger import BuildLedger
 from farm.livestate import LiveState
-from farm.models import BuildState
+from farm.models import Build, BuildState
 from farm.queue import BuildQueue
 
 logger = logging.getLogger(__name__)
@@ -50,57 +50,50 @@ class LostBuildReaper:
         for build in lost:
             # Another node's reaper, or the worker itself, may get there first.
             with contextlib.suppress(AttemptLost):
-                self._recover(build.id, build.attempts, build.queue, build.worker)
+                self._recover(build)
         return [build.id for build in lost]
 
-    def _recover(
-        self, build_id: str, attempt: int, queue: str, worker: str | None
-    ) -> None:
-        if self.live.cancel_requested(build_id):
-            self.ledger.finish(
-                build_id,
-                BuildState.CANCELLED,
-                attempt=attempt,
-                log_text="\n".join([*self.live.read_log(build_id), "Build cancelled."])
-                + "\n",
-                error={"code": "cancelled", "message": "The build was cancelled."},
+    def _recover(self, build: Build) -> None:
+        if self.live.cancel_requested(build.id):
+            self._end(
+                build, BuildState.CANCELLED, "cancelled", "The build was cancelled."
             )
-            logger.info(
-                "build=%s worker=%s: cancelled while its worker was gone",
-                build_id,
-                worker,
-            )
-        elif attempt >= self.max_attempts:
-            log = self.live.read_log(build_id)
-            message = (
-                f"The build's worker stopped answering on each of {attempt} "
-                "attempts; it was given up."
-            )
-            self.ledger.finish(
-                build_id,
+        elif build.attempts >= self.max_attempts:
+            self._end(
+                build,
                 BuildState.FAILED,
-                attempt=attempt,
-                log_text="\n".join([*log, f"ERROR: {message}"]) + "\n",
-                error={"code": "worker_lost", "message": message},
+                "worker_lost",
+                f"The build's worker stopped answering on each of "
+                f"{build.attempts} attempts; it was given up.",
             )
-            logger.error(
-                "build=%s worker=%s: given up after %d attempts",
-                build_id,
-                worker,
-                attempt,
-            )
-        elif self.ledger.requeue(build_id, attempt=attempt):
+        elif self.ledger.requeue(build.id, attempt=build.attempts):
             self.live.append_log(
-                build_id,
+                build.id,
                 [
-                    f"Worker {worker} stopped answering; "
-                    "the build goes back to the queue."
+                    f"Worker {build.worker} stopped answering; the build goes back to "
+                    "the queue."
                 ],
             )
-            self.queue.enqueue(build_id, queue=queue)
-            logger.warning(
-                "build=%s worker=%s: worker lost, requeued", build_id, worker
+            self.queue.enqueue(
+                build.id, queue=build.queue, priority=build.priority or "normal"
             )
+            logger.warning(
+                "build=%s worker=%s: worker lost, requeued", build.id, build.worker
+            )
+
+    def _end(self, build: Build, state: BuildState, code: str, message: str) -> None:
+        """Finish a build whose worker is gone, keeping the log it had so far."""
+        log = [*self.live.read_log(build.id), message]
+        self.ledger.finish(
+            build.id,
+            state,
+            attempt=build.attempts,
+            log_text="\n".join(log) + "\n",
+            error={"code": code, "message": message},
+        )
+        logger.info(
+            "build=%s worker=%s: %s: %s", build.id, build.worker, state.value, message
+        )
 
     def run_forever(self, *, stop: threading.Event, interval_seconds: float) -> None:
         while not stop.wait(interval_seconds):

@@ -69,7 +69,11 @@ def start_housekeeping(settings: Settings, runner: BuildRunner, app: Celery) -> 
 
     def beat_forever() -> None:
         while True:
-            runner.live.beat_worker(settings.worker_name)
+            runner.live.beat_worker(
+                settings.worker_name,
+                queues=settings.queue_names,
+                slots=settings.worker_concurrency,
+            )
             if stop.wait(WORKER_BEAT_SECONDS):
                 return
 
@@ -133,7 +137,7 @@ def run_worker(settings: Settings) -> None:
             "worker",
             "--pool=threads",
             f"--concurrency={settings.worker_concurrency}",
-            f"--queues={settings.queue}",
+            f"--queues={','.join(settings.queue_names)}",
             f"--hostname=farm@{settings.worker_name}",
             f"--loglevel={settings.log_level}",
             "--without-mingle",

@@ -48,6 +48,7 @@ class Node:
 
     worker: str
     engine: str
+    queues: str | None = None  # FARM_QUEUES for this worker; the farm's by default
 
     @property
     def engine_url(self) -> str:
@@ -127,6 +128,8 @@ class LocalFarm:
                 "FARM_WORKER_NAME": node.worker,
                 "FARM_ENGINE_URL": node.engine_url,
             }
+            if node.queues is not None:
+                env["FARM_QUEUES"] = node.queues
             self.processes.append(
                 start_farm_process(
                     f"worker-{node.worker}", ["worker"], env=env, log_dir=log_dir

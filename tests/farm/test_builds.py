@@ -12,7 +12,7 @@ from farm.models import BuildState
 
 
 class DownQueue:
-    def enqueue(self, build_id: str, *, queue: str) -> None:
+    def enqueue(self, build_id: str, *, queue: str, priority: str = "normal") -> None:
         raise StoreUnavailable("Redis could not be reached.")
 
 
@@ -20,7 +20,7 @@ class SentQueue:
     def __init__(self) -> None:
         self.sent: list[str] = []
 
-    def enqueue(self, build_id: str, *, queue: str) -> None:
+    def enqueue(self, build_id: str, *, queue: str, priority: str = "normal") -> None:
         self.sent.append(build_id)
 
 
@@ -28,7 +28,7 @@ def make_service(tmp_path, queue) -> BuildService:
     ledger = BuildLedger.from_url(f"sqlite:///{tmp_path}/farm.db")
     ledger.create_tables()
     return BuildService(
-        ledger, queue, live=None, default_queue="builds", max_source_bytes=1000
+        ledger, queue, live=None, queues=["builds"], max_source_bytes=1000
     )
 
 

@@ -35,7 +35,7 @@ class FakeQueue:
     def __init__(self) -> None:
         self.sent: list[str] = []
 
-    def enqueue(self, build_id: str, *, queue: str) -> None:
+    def enqueue(self, build_id: str, *, queue: str, priority: str = "normal") -> None:
         self.sent.append(build_id)
 
 

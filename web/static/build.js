@@ -57,6 +57,15 @@
       error.textContent = message;
       error.hidden = false;
     }
+    const waiting = document.getElementById("waiting");
+    if (build.waiting) {
+      const place = build.waiting.position == null ? "" :
+        " (place " + (build.waiting.position + 1) + " in queue " + build.queue + ")";
+      waiting.textContent = "Waiting" + place + ": " + build.waiting.reason;
+      waiting.hidden = false;
+    } else {
+      waiting.hidden = true;
+    }
     renderSteps(build.steps || []);
     const cancel = document.getElementById("cancel-form");
     if (cancel && !["queued", "running"].includes(build.state)) cancel.remove();
