@@ -49,13 +49,15 @@ def plain_build(engine_url: str, folder: Path, tag: str) -> float:
     return time.monotonic() - started
 
 
-def farm_build(web_url: str, folder: Path, tag: str) -> tuple[float, dict]:
+def farm_build(
+    web_url: str, folder: Path, tag: str, *, queue: str = ""
+) -> tuple[float, dict]:
     archive = pack_folder(folder)
     started = time.monotonic()
     response = requests.post(
         f"{web_url}/api/v1/builds",
         timeout=60,
-        data={"tags": tag},
+        data={"tags": tag, "queue": queue},
         files={"archive": ("src.tar.gz", archive)},
     )
     response.raise_for_status()

@@ -195,6 +195,21 @@ class BuildService:
             "running": running,
         }
 
+    def nodes(self) -> list[dict[str, Any]]:
+        """The live nodes: queues served, build slots, builds running, and the last
+        cache retention report."""
+        running = self.ledger.running_by_worker()
+        return [
+            {
+                "name": name,
+                "queues": info.get("queues", []),
+                "slots": info.get("slots"),
+                "running": running.get(name, 0),
+                "retention": self.live.report("retention", name),
+            }
+            for name, info in self.live.workers().items()
+        ]
+
     def read_log(self, build_id: str, *, start: int = 0) -> tuple[list[str], bool]:
         """Log lines from ``start`` on, and whether the build has ended."""
         build = self.ledger.get(build_id)

@@ -34,6 +34,9 @@ class Settings:
     build_timeout_seconds: int = 3600
     reap_interval_seconds: int = 30
     stage_cache: bool = True
+    engine_cache_keep_bytes: int = 20 * 1024**3
+    cache_image_days: int = 14
+    retention_interval_seconds: int = 3600
     allow_file_urls: bool = False
     log_level: str = "INFO"
 

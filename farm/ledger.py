@@ -363,6 +363,15 @@ class BuildLedger:
         with self._session() as session:
             return int(session.execute(query).scalar_one())
 
+    def running_by_worker(self) -> dict[str, int]:
+        query = (
+            select(Build.worker, func.count())
+            .where(Build.state == BuildState.RUNNING)
+            .group_by(Build.worker)
+        )
+        with self._session() as session:
+            return {str(worker): int(count) for worker, count in session.execute(query)}
+
     def count_by_state(self) -> dict[str, int]:
         with self._session() as session:
             rows = session.execute(

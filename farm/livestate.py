@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -19,6 +20,7 @@ logger = logging.getLogger(__name__)
 FINISHED_LOG_TTL_SECONDS = 3600
 HEARTBEAT_TTL_SECONDS = 30
 WORKER_TTL_SECONDS = 30
+CACHE_USED_KEY = "farm:cache:used"
 
 
 def _log_key(build_id: str) -> str:
@@ -114,6 +116,46 @@ class LiveState:
                 name = _text(key).removeprefix(_worker_key(""))
                 found[name] = json.loads(_text(value))
         return dict(sorted(found.items()))
+
+    def mark_cache_used(self, references: Sequence[str]) -> None:
+        """Note that these stage cache images were just imported or exported."""
+        if not references:
+            return
+        now = time.time()
+        try:
+            self.client.zadd(CACHE_USED_KEY, dict.fromkeys(references, now))
+        except redis.RedisError:
+            logger.warning("cache: last use of %d images not noted", len(references))
+
+    def cache_unused_since(self, moment: float) -> list[str]:
+        try:
+            raw = self.client.zrangebyscore(CACHE_USED_KEY, "-inf", moment)
+        except redis.RedisError as exc:
+            raise StoreUnavailable("Redis could not be reached.") from exc
+        return [_text(item) for item in raw if isinstance(item, bytes | str)]
+
+    def forget_cache(self, reference: str) -> None:
+        self.client.zrem(CACHE_USED_KEY, reference)
+
+    def hold_lock(self, name: str, *, seconds: int) -> bool:
+        """Take a lock across nodes for ``seconds``; False if another node has it."""
+        try:
+            return bool(self.client.set(f"farm:lock:{name}", "1", nx=True, ex=seconds))
+        except redis.RedisError:
+            return False
+
+    def record_report(self, kind: str, worker: str, report: dict[str, Any]) -> None:
+        try:
+            self.client.set(f"farm:report:{kind}:{worker}", json.dumps(report))
+        except redis.RedisError:
+            logger.warning("worker=%s: %s report not kept (Redis down)", worker, kind)
+
+    def report(self, kind: str, worker: str) -> dict[str, Any] | None:
+        try:
+            raw = self.client.get(f"farm:report:{kind}:{worker}")
+        except redis.RedisError as exc:
+            raise StoreUnavailable("Redis could not be reached.") from exc
+        return json.loads(_text(raw)) if raw else None
 
     def request_cancel(self, build_id: str) -> None:
         try:

@@ -10,6 +10,8 @@ import logging
 
 import requests
 
+from farm.errors import StoreUnavailable
+
 logger = logging.getLogger(__name__)
 
 MANIFEST_TYPES = ", ".join(
@@ -57,3 +59,42 @@ class RegistryClient:
             )
             return False
         return response.status_code == 200
+
+    def digest(self, reference: str) -> str | None:
+        """The manifest digest ``reference`` points at, or None if there is none."""
+        host, name, tag = split_reference(reference)
+        try:
+            found = self.session.head(
+                f"{self.base_url}/{name}/manifests/{tag}",
+                headers={"Accept": MANIFEST_TYPES},
+                timeout=self.timeout_seconds,
+            )
+        except requests.RequestException as exc:
+            raise StoreUnavailable(
+                f"The registry {self.address} could not be reached: {exc}"
+            ) from exc
+        if found.status_code != 200:
+            return None
+        return found.headers.get("Docker-Content-Digest")
+
+    def delete_manifest(self, name: str, digest: str) -> bool:
+        """Delete a manifest, and so every tag of ``name`` pointing at it.
+
+        The registry frees the blobs on its next garbage collection (``registry
+        garbage-collect``), which runs outside the farm.
+        """
+        try:
+            deleted = self.session.delete(
+                f"{self.base_url}/{name}/manifests/{digest}",
+                timeout=self.timeout_seconds,
+            )
+        except requests.RequestException as exc:
+            raise StoreUnavailable(
+                f"The registry {self.address} could not be reached: {exc}"
+            ) from exc
+        if deleted.status_code not in (202, 404):
+            raise StoreUnavailable(
+                f"The registry refused to delete {name}@{digest}: HTTP "
+                f"{deleted.status_code}."
+            )
+        return deleted.status_code == 202

@@ -507,3 +507,9 @@ def test_unknown_queue_is_refused_naming_the_served_ones(farm):
     )
     assert response.status_code == 400
     assert "this farm serves builds, idle" in response.json()["error"]["message"]
+
+
+def test_nodes_list_the_live_worker_and_its_queues(farm):
+    nodes = requests.get(farm.api("/nodes"), timeout=10).json()["nodes"]
+    node = next(n for n in nodes if n["name"] == "node-a")
+    assert node["queues"] == ["builds"] and node["slots"] == 2

@@ -179,3 +179,8 @@ def get_log(build_id: str) -> Any:
 def cancel_build(build_id: str) -> Any:
     build = service().cancel(build_id)
     return jsonify(describe_build(build, base_url=base_url())), 202
+
+
+@blueprint.get("/nodes")
+def list_nodes() -> Any:
+    return {"nodes": service().nodes()}

@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 
 from farm.dockerfile import Dockerfile, Stage
 from farm.errors import FarmError
+from farm.livestate import LiveState
 from farm.models import Build
 from farm.registry import RegistryClient
 from workers.buildkit.progress import BuildProgress
@@ -117,13 +118,18 @@ def _stage_by_name_or_index(dockerfile: Dockerfile, name: str) -> Stage | None:
 class StageCache:
     """Import a project's stage cache images into a build, and export them after."""
 
-    def __init__(self, engine: EngineClient, registry: RegistryClient) -> None:
+    def __init__(
+        self, engine: EngineClient, registry: RegistryClient, live: LiveState
+    ) -> None:
         self.engine = engine
         self.registry = registry
+        self.live = live
 
     def available(self, plan: CachePlan) -> list[str]:
         """The plan's cache images that the registry has (BuildKit fails on others)."""
-        return [ref for ref in plan.refs if self.registry.has_tag(ref)]
+        found = [ref for ref in plan.refs if self.registry.has_tag(ref)]
+        self.live.mark_cache_used(found)
+        return found
 
     def export(
         self,
@@ -159,4 +165,5 @@ class StageCache:
             except FarmError as exc:
                 log([f"Cache: could not export {ref}: {exc.message}"])
                 continue
+            self.live.mark_cache_used([ref])
             log([f"Cache: exported {ref} in {time.monotonic() - started:.1f}s"])

@@ -239,6 +239,12 @@ class EngineClient:
             if not isinstance(exc.__cause__, docker.errors.NotFound):
                 raise
 
+    def prune_build_cache(self, *, keep_bytes: int) -> int:
+        """Drop the oldest build cache beyond ``keep_bytes``; return bytes freed."""
+        with _translated("prune the build cache"):
+            answer = self._api.prune_builds(keep_storage=keep_bytes)
+        return int((answer or {}).get("SpaceReclaimed") or 0)
+
 
 def _build_params(
     dockerfile: str,

@@ -7,7 +7,7 @@ import shutil
 import tempfile
 import threading
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import IO, Any
 
@@ -21,9 +21,8 @@ from farm.errors import (
     BuildFailed,
     FarmError,
     InvalidRequest,
-    SourceError,
 )
-from farm.ledger import BuildLedger
+from farm.ledger import BuildLedger, counts_as_build_step
 from farm.livestate import LiveState
 from farm.models import Build, BuildState
 from farm.registry import RegistryClient
@@ -35,23 +34,13 @@ from workers.cache import (
 )
 from workers.context import make_context_tar
 from workers.engine import EngineClient
-from workers.source import fetch_git
+from workers.source import PreparedSource, check_target, fetch_git, locate_dockerfile
 
 logger = logging.getLogger(__name__)
 
 STEPS_SAVE_INTERVAL_SECONDS = 2.0
 CANCEL_POLL_SECONDS = 1.0
 HEARTBEAT_INTERVAL_SECONDS = 5.0
-OUTSIDE_DOCKERFILE_NAME = ".farm.Dockerfile"
-
-
-@dataclass(frozen=True)
-class PreparedSource:
-    """The unpacked source, the build context inside it and the Dockerfile to use."""
-
-    context_dir: Path
-    dockerfile: str
-    dockerfile_text: str
 
 
 class BuildLog:
@@ -91,7 +80,7 @@ class BuildRunner:
         self.ledger = ledger
         self.live = live
         self.engine = engine
-        self.cache = StageCache(engine, RegistryClient(settings.registry))
+        self.cache = StageCache(engine, RegistryClient(settings.registry), live)
 
     @property
     def workspace_root(self) -> Path:
@@ -179,7 +168,14 @@ class BuildRunner:
                     build, source, context, progress, cancel, cache_from
                 )
                 outcome = self._push(build, references, log)
-                if plan:
+                if plan and _all_cached(progress) and len(cache_from) == len(plan.refs):
+                    log.write(
+                        [
+                            "Cache: every step came from the shared cache; "
+                            "nothing new to export"
+                        ]
+                    )
+                elif plan:
                     self.cache.export(
                         plan,
                         context,
@@ -353,6 +349,11 @@ class StepSaver:
         self.ledger.record_steps(self.build_id, _steps_as_dicts(self.progress))
 
 
+def _all_cached(progress: BuildProgress) -> bool:
+    steps = [step for step in _steps_as_dicts(progress) if counts_as_build_step(step)]
+    return all(step.get("cached") for step in steps)
+
+
 def _steps_as_dicts(progress: BuildProgress | None) -> list[dict[str, Any]]:
     if progress is None:
         return []
@@ -364,46 +365,3 @@ def _jsonable(step: dict[str, Any]) -> dict[str, Any]:
         key: value.isoformat() if hasattr(value, "isoformat") else value
         for key, value in step.items()
     }
-
-
-def locate_dockerfile(root: Path, context: str, dockerfile: str) -> PreparedSource:
-    """Find the context folder and Dockerfile inside the fetched source."""
-    context_dir = (root / context).resolve()
-    if not context_dir.is_relative_to(root.resolve()) or not context_dir.is_dir():
-        raise SourceError(
-            f"The context folder {context!r} does not exist in the source."
-        )
-    dockerfile_path = (context_dir / dockerfile).resolve()
-    if (
-        not dockerfile_path.is_relative_to(root.resolve())
-        or not dockerfile_path.is_file()
-    ):
-        raise SourceError(
-            f"The Dockerfile {dockerfile!r} was not found in the context "
-            f"folder {context!r}."
-        )
-    text = dockerfile_path.read_text(errors="replace")
-    if dockerfile_path.is_relative_to(context_dir):
-        name = dockerfile_path.relative_to(context_dir).as_posix()
-    else:
-        # BuildKit reads the Dockerfile from the context; bring one from outside in.
-        name = OUTSIDE_DOCKERFILE_NAME
-        (context_dir / name).write_text(text)
-    return PreparedSource(
-        context_dir=context_dir, dockerfile=name, dockerfile_text=text
-    )
-
-
-def check_target(dockerfile_text: str, target: str | None) -> None:
-    """Fail early, naming the stages there are, when the target stage is not one."""
-    if not target:
-        return
-    try:
-        dockerfile = parse_dockerfile(dockerfile_text)
-    except InvalidRequest:
-        return  # BuildKit reports a Dockerfile it cannot read better than we can
-    if not dockerfile.has_stage(target):
-        stages = ", ".join(dockerfile.stage_names) or "none are named"
-        raise BuildFailed(
-            f"The Dockerfile has no stage named {target!r} (stages: {stages})."
-        )

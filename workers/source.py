@@ -1,19 +1,23 @@
-"""Fetching a build's git source onto this node."""
+"""Getting a build's source ready on this node: a git checkout, and the context
+folder and Dockerfile inside the source."""
 
 from __future__ import annotations
 
 import logging
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 from farm.buildspec import redact_url
-from farm.errors import SourceError
+from farm.dockerfile import parse_dockerfile
+from farm.errors import BuildFailed, InvalidRequest, SourceError
 from farm.git import GitCheckout
 
 logger = logging.getLogger(__name__)
 
 _COMMIT = re.compile(r"^[0-9a-f]{7,64}$")
 ALL_REFS = "+refs/*:refs/remotes/farm/*"
+OUTSIDE_DOCKERFILE_NAME = ".farm.Dockerfile"
 
 
 def fetch_git(
@@ -64,3 +68,55 @@ def _fetch(git: GitCheckout, url: str, ref: str) -> str:
     raise SourceError(
         f"Could not fetch {ref!r} from {redact_url(url)}: {failure.message}"
     ) from failure
+
+
+@dataclass(frozen=True)
+class PreparedSource:
+    """The unpacked source, the build context inside it and the Dockerfile to use."""
+
+    context_dir: Path
+    dockerfile: str
+    dockerfile_text: str
+
+
+def locate_dockerfile(root: Path, context: str, dockerfile: str) -> PreparedSource:
+    """Find the context folder and Dockerfile inside the fetched source."""
+    context_dir = (root / context).resolve()
+    if not context_dir.is_relative_to(root.resolve()) or not context_dir.is_dir():
+        raise SourceError(
+            f"The context folder {context!r} does not exist in the source."
+        )
+    dockerfile_path = (context_dir / dockerfile).resolve()
+    if (
+        not dockerfile_path.is_relative_to(root.resolve())
+        or not dockerfile_path.is_file()
+    ):
+        raise SourceError(
+            f"The Dockerfile {dockerfile!r} was not found in the context "
+            f"folder {context!r}."
+        )
+    text = dockerfile_path.read_text(errors="replace")
+    if dockerfile_path.is_relative_to(context_dir):
+        name = dockerfile_path.relative_to(context_dir).as_posix()
+    else:
+        # BuildKit reads the Dockerfile from the context; bring one from outside in.
+        name = OUTSIDE_DOCKERFILE_NAME
+        (context_dir / name).write_text(text)
+    return PreparedSource(
+        context_dir=context_dir, dockerfile=name, dockerfile_text=text
+    )
+
+
+def check_target(dockerfile_text: str, target: str | None) -> None:
+    """Fail early, naming the stages there are, when the target stage is not one."""
+    if not target:
+        return
+    try:
+        dockerfile = parse_dockerfile(dockerfile_text)
+    except InvalidRequest:
+        return  # BuildKit reports a Dockerfile it cannot read better than we can
+    if not dockerfile.has_stage(target):
+        stages = ", ".join(dockerfile.stage_names) or "none are named"
+        raise BuildFailed(
+            f"The Dockerfile has no stage named {target!r} (stages: {stages})."
+        )

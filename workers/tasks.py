@@ -21,6 +21,7 @@ from workers.baseimages.engine import image_exists
 from workers.baseimages.registry import registry_ref
 from workers.engine import EngineClient
 from workers.reaper import LostBuildReaper
+from workers.retention import CacheRetention, RetentionPolicy
 from workers.runner import BuildRunner
 
 logger = logging.getLogger(__name__)
@@ -62,9 +63,20 @@ def make_worker_app(settings: Settings, runner: BuildRunner) -> Celery:
 
 
 def start_housekeeping(settings: Settings, runner: BuildRunner, app: Celery) -> None:
-    """Once the worker consumes, beat for it and sweep for dead workers' builds."""
+    """Once the worker consumes: beat for it, sweep for dead workers' builds and keep
+    the caches in bounds, each in a thread of its own."""
     queue = BuildQueue(app, runner.live.client)
     reaper = LostBuildReaper(runner.ledger, runner.live, queue)
+    retention = CacheRetention(
+        settings.worker_name,
+        runner.engine,
+        runner.cache.registry,
+        runner.live,
+        RetentionPolicy(
+            engine_cache_keep_bytes=settings.engine_cache_keep_bytes,
+            cache_image_days=settings.cache_image_days,
+        ),
+    )
     stop = threading.Event()
 
     def beat_forever() -> None:
@@ -85,6 +97,15 @@ def start_housekeeping(settings: Settings, runner: BuildRunner, app: Celery) -> 
             kwargs={"stop": stop, "interval_seconds": interval},
             daemon=True,
             name="reaper",
+        ).start()
+        threading.Thread(
+            target=retention.run_forever,
+            kwargs={
+                "stop": stop,
+                "interval_seconds": settings.retention_interval_seconds,
+            },
+            daemon=True,
+            name="retention",
         ).start()
 
     worker_ready.connect(start, weak=False)

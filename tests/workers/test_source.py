@@ -1,7 +1,7 @@
 import pytest
 
 from farm.errors import BuildFailed, SourceError
-from workers.runner import OUTSIDE_DOCKERFILE_NAME, check_target, locate_dockerfile
+from workers.source import OUTSIDE_DOCKERFILE_NAME, check_target, locate_dockerfile
 
 
 def test_dockerfile_inside_context_is_used_in_place(tmp_path):

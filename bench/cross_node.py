@@ -1,0 +1,179 @@
+"""Two nodes sharing one layer cache: cross-node rebuilds and builds in parallel.
+
+Starts its own farm with two nodes, each a worker on its own engine (``bench0`` and
+``bench1``), and measures in one run:
+
+* for each example: a cold build on node A, then the same source on node B after B's
+  engine dropped all its build cache, so B can only use what A left in the registry;
+* 40 small builds one after another on one node, then 40 others at once on both.
+
+Run: .venv/bin/python -m bench.cross_node [example ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import logging
+import signal
+import sys
+import tarfile
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import docker
+import requests
+
+from bench.farm_vs_docker import EXAMPLES, farm_build
+from farm.local.process import free_port
+from farm.local.stack import LocalFarm, Node
+from workers.baseimages import (
+    BaseImageSettings,
+    detect_debian_mirror,
+    ensure_base_images,
+    push_base_images,
+)
+from workers.baseimages.certs import local_ca_files
+
+SMALL_BUILDS = 40
+SMALL_IMAGE = "farm-base/busybox:latest"  # node B pulls it from the registry
+
+
+def submit(web_url: str, dockerfile: str, *, queue: str) -> str:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz", format=tarfile.GNU_FORMAT) as tar:
+        data = dockerfile.encode()
+        info = tarfile.TarInfo("Dockerfile")
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+    response = requests.post(
+        f"{web_url}/api/v1/builds",
+        timeout=60,
+        data={"queue": queue},
+        files={"archive": ("s.tar.gz", buffer.getvalue())},
+    )
+    response.raise_for_status()
+    return response.json()["id"]
+
+
+def wait_all(web_url: str, build_ids: list[str]) -> None:
+    pending = set(build_ids)
+    while pending:
+        for build_id in list(pending):
+            build = requests.get(
+                f"{web_url}/api/v1/builds/{build_id}", timeout=10
+            ).json()
+            if build["state"] in {"succeeded", "failed", "cancelled"}:
+                if build["state"] != "succeeded":
+                    raise RuntimeError(f"{build_id}: {build['error']}")
+                pending.discard(build_id)
+        time.sleep(0.1)
+
+
+def small_dockerfile(index: int, run: str) -> str:
+    return f"FROM {SMALL_IMAGE}\nRUN echo {run}-{index} > /id && sleep 1\n"
+
+
+def prepare(stack: LocalFarm) -> None:
+    """Base images in node A's engine and in the registry."""
+    first = docker.APIClient(base_url=stack.nodes[0].engine_url, timeout=3600)
+    print("making base images in engine bench0 and seeding the registry...", flush=True)
+    ensure_base_images(
+        first,
+        BaseImageSettings(
+            mirror=detect_debian_mirror(), extra_ca_files=local_ca_files()
+        ),
+    )
+    push_base_images(first, stack.registry)
+
+
+def cross_node(stack: LocalFarm, examples: list[str], run: str) -> list[tuple]:
+    rows = []
+    engines = [docker.APIClient(base_url=node.engine_url) for node in stack.nodes]
+    for name in examples:
+        for api in engines:
+            api.prune_builds(all=True)
+        tag = f"bench-{run}/{name}:1"
+        cold, on_a = farm_build(stack.web_url, EXAMPLES / name, tag, queue="a")
+        engines[1].prune_builds(all=True)
+        warm, on_b = farm_build(stack.web_url, EXAMPLES / name, tag, queue="b")
+        assert on_a["worker"] == "node-a" and on_b["worker"] == "node-b"
+        rows.append((name, cold, warm, on_b["steps_cached"], on_b["steps_total"]))
+        print(f"{name}: done", flush=True)
+    return rows
+
+
+def parallel(stack: LocalFarm, run: str) -> tuple[float, float]:
+    started = time.monotonic()
+    for index in range(SMALL_BUILDS):
+        wait_all(
+            stack.web_url,
+            [submit(stack.web_url, small_dockerfile(index, run), queue="a")],
+        )
+    one_by_one = time.monotonic() - started
+    started = time.monotonic()
+    ids = [
+        submit(stack.web_url, small_dockerfile(index, run + "-p"), queue="builds")
+        for index in range(SMALL_BUILDS)
+    ]
+    wait_all(stack.web_url, ids)
+    return one_by_one, time.monotonic() - started
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "examples",
+        nargs="*",
+        default=["web-go", "api-node", "service-python", "three-stage"],
+    )
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    run = uuid.uuid4().hex[:8]
+    with tempfile.TemporaryDirectory(prefix="farm-bench-") as state:
+        stack = LocalFarm(
+            state_dir=Path(state),
+            redis_port=free_port(),
+            registry_port=free_port(),
+            web_port=free_port(),
+            nodes=(
+                Node("node-a", "bench0", "builds,a"),
+                Node("node-b", "bench1", "builds,b"),
+            ),
+            extra_env={"FARM_SECRET_KEY": "bench", "FARM_QUEUES": "builds,a,b"},
+        )
+        stack.start_services()
+        try:
+            prepare(stack)
+            stack.start_farm()  # node B pulls the base images it lacks here
+            rows = cross_node(stack, args.examples, run)
+            one_by_one, at_once = parallel(stack, run)
+        finally:
+            stack.stop()
+    report(rows, one_by_one, at_once)
+    return 0
+
+
+def report(rows: list[tuple], one_by_one: float, at_once: float) -> None:
+    print(
+        "\n| example | cold on node A | node B, shared cache only | ratio |"
+        " steps cached on B |"
+    )
+    print("|---|---|---|---|---|")
+    for name, cold, warm, cached, total in rows:
+        print(
+            f"| {name} | {cold:.2f} s | {warm:.2f} s | {warm / cold:.2f}× | "
+            f"{cached}/{total} ({100 * cached / max(total, 1):.0f}%) |"
+        )
+    print(
+        f"\n{SMALL_BUILDS} small builds: one after another on one node "
+        f"{one_by_one:.1f} s; at once on two nodes {at_once:.1f} s "
+        f"({at_once / one_by_one:.2f}×)"
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())
