@@ -33,7 +33,16 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from farm.buildspec import ArchiveSource, BuildSpec, GitSource
 from farm.errors import AttemptLost, FarmError, NotFound, StoreUnavailable
-from farm.models import FINAL_STATES, Archive, Base, Build, BuildLog, BuildState, utcnow
+from farm.models import (
+    FINAL_STATES,
+    Archive,
+    Base,
+    Build,
+    BuildGroup,
+    BuildLog,
+    BuildState,
+    utcnow,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -221,6 +230,17 @@ class BuildLedger:
         )
         with self._session() as session:
             return session.scalars(query).first()
+
+    def save_group(self, group: BuildGroup) -> None:
+        with self._session() as session:
+            session.add(group)
+
+    def get_group(self, group_id: str) -> BuildGroup:
+        with self._session() as session:
+            group = session.get(BuildGroup, group_id)
+            if group is None:
+                raise NotFound(f"There is no group {group_id!r}.", group_id=group_id)
+            return group
 
     def ping(self) -> None:
         """Raise StoreUnavailable unless the database answers."""

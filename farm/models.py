@@ -101,3 +101,15 @@ class Archive(Base):
     size_bytes: Mapped[int]
     content: Mapped[bytes] = mapped_column(LargeBinary)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class BuildGroup(Base):
+    """Several images requested together, like the build sections of a compose file."""
+
+    __tablename__ = "build_groups"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    name: Mapped[str | None] = mapped_column(String(128))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    # [{"name": image name in the group, "build_id": ...}], in request order.
+    members: Mapped[list[dict[str, str]]] = mapped_column(JSON, default=list)

@@ -4,6 +4,7 @@ registry, against real processes and services."""
 from __future__ import annotations
 
 import io
+import json
 import subprocess
 import tarfile
 import time
@@ -513,3 +514,62 @@ def test_nodes_list_the_live_worker_and_its_queues(farm):
     nodes = requests.get(farm.api("/nodes"), timeout=10).json()["nodes"]
     node = next(n for n in nodes if n["name"] == "node-a")
     assert node["queues"] == ["builds"] and node["slots"] == 2
+
+
+def test_a_group_builds_several_images_from_one_archive(farm, tiny_image, tmp_path):
+    for name in ("front", "api"):
+        write_project(
+            tmp_path / "app" / name,
+            TWO_STAGE.format(base=tiny_image),
+            f"{name}-{uuid.uuid4().hex}",
+        )
+    group = {
+        "name": "shop",
+        "images": [
+            {"name": "front", "context": "front", "tags": ["shop/front:1"]},
+            {"name": "api", "context": "api", "tags": ["shop/api:1"]},
+        ],
+    }
+    response = requests.post(
+        farm.api("/groups"),
+        timeout=30,
+        data={"group": json.dumps(group)},
+        files={"archive": ("app.tar.gz", archive_of(tmp_path / "app"))},
+    )
+    assert response.status_code == 202, response.text
+    group_url = farm.api(f"/groups/{response.json()['id']}")
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        described = requests.get(group_url, timeout=10).json()
+        if described["state"] not in {"queued", "running"}:
+            break
+        time.sleep(0.5)
+    assert described["state"] == "succeeded"
+    assert [image["name"] for image in described["images"]] == ["front", "api"]
+    for image in described["images"]:
+        assert image["image"]["digest"] == registry_digest(
+            farm.registry, f"shop/{image['name']}", "1"
+        )
+
+
+def test_a_group_with_one_bad_image_records_nothing(farm, tmp_path):
+    before = len(
+        requests.get(farm.api("/builds?limit=200"), timeout=10).json()["builds"]
+    )
+    (tmp_path / "x").mkdir()
+    (tmp_path / "x/Dockerfile").write_text("FROM scratch\n")
+    group = {
+        "images": [{"name": "ok", "context": "x"}, {"name": "bad", "context": "../.."}]
+    }
+    response = requests.post(
+        farm.api("/groups"),
+        timeout=30,
+        data={"group": json.dumps(group)},
+        files={"archive": ("a.tar.gz", archive_of(tmp_path))},
+    )
+    assert response.status_code == 400
+    assert response.json()["error"]["details"]["field"] == "context"
+    after = len(
+        requests.get(farm.api("/builds?limit=200"), timeout=10).json()["builds"]
+    )
+    assert after == before

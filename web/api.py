@@ -11,6 +11,7 @@ from werkzeug.datastructures import MultiDict
 from farm.builds import BuildService, Submission, describe_build
 from farm.buildspec import reject_unknown_fields
 from farm.errors import InvalidRequest
+from farm.groups import GroupService
 from farm.models import BuildState
 
 blueprint = Blueprint("api", __name__, url_prefix="/api/v1")
@@ -28,6 +29,7 @@ JSON_FIELDS = {
     "build_args",
     "tags",
 }
+GROUP_FIELDS = {"name", "images"}
 FORM_FIELDS = JSON_FIELDS | {"build_arg", "tag"}
 
 
@@ -184,3 +186,38 @@ def cancel_build(build_id: str) -> Any:
 @blueprint.get("/nodes")
 def list_nodes() -> Any:
     return {"nodes": service().nodes()}
+
+
+@blueprint.post("/groups")
+def submit_group() -> Any:
+    """Several images from one source: JSON with a git source, or multipart with an
+    'archive' file and a 'group' field holding the same JSON without the source."""
+    groups: GroupService = current_app.extensions["farm.groups"]
+    if request.mimetype == "multipart/form-data":
+        try:
+            payload = json.loads(request.form.get("group") or "{}")
+        except ValueError as exc:
+            raise InvalidRequest(
+                "The 'group' field is not valid JSON.", field="group"
+            ) from exc
+        archive = request.files.get("archive")
+        if not isinstance(payload, dict) or archive is None:
+            raise InvalidRequest("Send an 'archive' file and a 'group' JSON object.")
+        reject_unknown_fields(payload, GROUP_FIELDS)
+        group = groups.submit_archive(payload, archive.read())
+    else:
+        payload = request.get_json(silent=True)
+        if not isinstance(payload, dict):
+            raise InvalidRequest("Send a JSON object with git_url and images.")
+        reject_unknown_fields(payload, GROUP_FIELDS | {"git_url", "git_ref"})
+        group = groups.submit_git(payload)
+    response = jsonify(groups.describe(group.id, base_url=base_url()))
+    response.status_code = 202
+    response.headers["Location"] = url_for("api.get_group", group_id=group.id)
+    return response
+
+
+@blueprint.get("/groups/<group_id>")
+def get_group(group_id: str) -> Any:
+    groups: GroupService = current_app.extensions["farm.groups"]
+    return groups.describe(group_id, base_url=base_url())

@@ -17,6 +17,7 @@ from farm.builds import BuildService
 from farm.config import Settings
 from farm.errors import FarmError
 from farm.git import resolve_ref
+from farm.groups import GroupService
 from farm.ledger import BuildLedger
 from farm.livestate import LiveState
 from farm.metrics import FarmCollector, make_registry
@@ -55,6 +56,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         resolve_ref=partial(resolve_ref, allow_file=settings.allow_file_urls),
     )
     app.extensions["farm"] = service
+    app.extensions["farm.groups"] = GroupService(service)
     app.extensions["farm.settings"] = settings
     app.extensions["farm.metrics"] = make_registry(
         FarmCollector(ledger, queue, settings.queue_names)

@@ -1,0 +1,152 @@
+"""Groups of images built together from one source, reported as a whole."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from farm.archives import check_archive
+from farm.builds import BuildService, describe_build
+from farm.buildspec import (
+    ArchiveSource,
+    BuildSpec,
+    Source,
+    parse_git_source,
+    parse_spec,
+    reject_unknown_fields,
+)
+from farm.errors import InvalidRequest
+from farm.ledger import as_utc, new_build_id
+from farm.models import Build, BuildGroup
+
+logger = logging.getLogger(__name__)
+
+MAX_IMAGES = 20
+IMAGE_FIELDS = {
+    "name",
+    "context",
+    "dockerfile",
+    "target",
+    "build_args",
+    "tags",
+    "queue",
+    "priority",
+}
+_IMAGE_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
+
+
+class GroupService:
+    """Submit and describe groups; each image becomes a build (or joins one)."""
+
+    def __init__(self, builds: BuildService) -> None:
+        self.builds = builds
+
+    def submit_git(self, payload: Mapping[str, Any]) -> BuildGroup:
+        source = parse_git_source(
+            payload.get("git_url"),
+            payload.get("git_ref"),
+            allow_file_urls=self.builds.allow_file_urls,
+        )
+        images = self._validate(payload, source)
+        commit = (
+            self.builds.resolve_ref(source.url, source.ref)
+            if self.builds.resolve_ref
+            else None
+        )
+        return self._submit(payload, images, commit=commit)
+
+    def submit_archive(self, payload: Mapping[str, Any], content: bytes) -> BuildGroup:
+        if not content:
+            raise InvalidRequest("The uploaded archive is empty.", field="archive")
+        check_archive(content, max_unpacked_bytes=self.builds.max_source_bytes)
+        source = ArchiveSource(
+            sha256=hashlib.sha256(content).hexdigest(), size_bytes=len(content)
+        )
+        images = self._validate(payload, source)
+        self.builds.ledger.store_archive(content)
+        return self._submit(payload, images)
+
+    def _validate(
+        self, payload: Mapping[str, Any], source: Source
+    ) -> list[tuple[str, BuildSpec, tuple[str, str]]]:
+        """Check every image before anything is recorded: all of them or none."""
+        images = payload.get("images")
+        if not isinstance(images, list) or not 1 <= len(images) <= MAX_IMAGES:
+            raise InvalidRequest(
+                f"Give 'images': a list of 1 to {MAX_IMAGES} images.", field="images"
+            )
+        checked, names = [], set()
+        for index, image in enumerate(images):
+            if not isinstance(image, Mapping):
+                raise InvalidRequest(
+                    f"Image {index} must be an object.", field="images"
+                )
+            reject_unknown_fields(image, IMAGE_FIELDS)
+            name = image.get("name") or f"image-{index}"
+            if (
+                not isinstance(name, str)
+                or not _IMAGE_NAME.match(name)
+                or name in names
+            ):
+                raise InvalidRequest(
+                    f"Image {index} needs a unique lowercase name.", field="images"
+                )
+            names.add(name)
+            checked.append((name, parse_spec(image, source), self.builds.route(image)))
+        return checked
+
+    def _submit(
+        self,
+        payload: Mapping[str, Any],
+        images: list[tuple[str, BuildSpec, tuple[str, str]]],
+        *,
+        commit: str | None = None,
+    ) -> BuildGroup:
+        members = []
+        for name, spec, route in images:
+            submission = self.builds.submit(spec, route, commit=commit)
+            members.append({"name": name, "build_id": submission.build.id})
+        group = BuildGroup(
+            id=new_build_id(),
+            name=str(payload.get("name") or "")[:128],
+            members=members,
+        )
+        self.builds.ledger.save_group(group)
+        logger.info("group=%s: %d images submitted", group.id, len(members))
+        return group
+
+    def describe(self, group_id: str, *, base_url: str = "") -> dict[str, Any]:
+        group = self.builds.ledger.get_group(group_id)
+        builds = {
+            m["build_id"]: self.builds.ledger.get(m["build_id"]) for m in group.members
+        }
+        created = as_utc(group.created_at)
+        return {
+            "id": group.id,
+            "url": f"{base_url}/api/v1/groups/{group.id}",
+            "name": group.name,
+            "created_at": created.isoformat() if created else None,
+            "state": group_state(list(builds.values())),
+            "images": [
+                {
+                    "name": m["name"],
+                    **describe_build(builds[m["build_id"]], base_url=base_url),
+                }
+                for m in group.members
+            ],
+        }
+
+
+def group_state(builds: list[Build]) -> str:
+    """One state for the group: failed or cancelled once all ended and one did not
+    succeed; running while any runs; queued while all wait; else succeeded."""
+    states = {build.state for build in builds}
+    if states & {"queued", "running"}:
+        return "running" if states - {"queued"} else "queued"
+    for final in ("failed", "cancelled"):
+        if final in states:
+            return final
+    return "succeeded"
