@@ -20,7 +20,7 @@ from farm.buildspec import (
     redact_url,
 )
 from farm.errors import Conflict, InvalidRequest, StoreUnavailable
-from farm.ledger import BuildLedger, as_utc
+from farm.ledger import BuildLedger, as_utc, counts_as_build_step
 from farm.livestate import LiveState
 from farm.models import Build, BuildState
 from farm.queue import BuildQueue
@@ -266,6 +266,23 @@ def describe_build(build: Build, *, base_url: str = "") -> dict[str, Any]:
         "image": image,
         "steps_total": build.steps_total,
         "steps_cached": build.steps_cached,
+        "stages": summarize_stages(build.steps),
         "steps": build.steps,
         "error": build.error,
     }
+
+
+def summarize_stages(steps: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per Dockerfile stage: build steps, how many came from cache, and time spent."""
+    stages: dict[str, dict[str, Any]] = {}
+    for step in steps:
+        if not counts_as_build_step(step) or not step.get("stage"):
+            continue
+        stage = stages.setdefault(
+            step["stage"],
+            {"stage": step["stage"], "steps": 0, "cached": 0, "duration_seconds": 0.0},
+        )
+        stage["steps"] += 1
+        stage["cached"] += 1 if step.get("cached") else 0
+        stage["duration_seconds"] += step.get("duration_seconds") or 0.0
+    return list(stages.values())

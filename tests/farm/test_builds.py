@@ -5,7 +5,7 @@ import tarfile
 
 import pytest
 
-from farm.builds import BuildService, describe_build
+from farm.builds import BuildService, describe_build, summarize_stages
 from farm.errors import InvalidRequest, StoreUnavailable
 from farm.ledger import BuildLedger
 from farm.models import BuildState
@@ -93,3 +93,32 @@ def test_identical_inputs_join_the_active_build_and_reuse_a_finished_one(tmp_pat
     fresh = service.submit_git({}, url=url, ref="main")
     assert reused.outcome == "reused" and reused.build.id == first.build.id
     assert fresh.outcome == "created"
+
+
+def test_stages_summarise_their_steps():
+    steps = [
+        {"stage": None, "internal": True, "instruction": None},
+        {"stage": "build", "instruction": "FROM x", "cached": False},
+        {
+            "stage": "build",
+            "instruction": "RUN a",
+            "cached": True,
+            "duration_seconds": 0.5,
+        },
+        {
+            "stage": "build",
+            "instruction": "RUN b",
+            "cached": False,
+            "duration_seconds": 1.0,
+        },
+        {
+            "stage": "stage-1",
+            "instruction": "COPY --from=build /a /a",
+            "cached": True,
+            "duration_seconds": None,
+        },
+    ]
+    assert summarize_stages(steps) == [
+        {"stage": "build", "steps": 2, "cached": 1, "duration_seconds": 1.5},
+        {"stage": "stage-1", "steps": 1, "cached": 1, "duration_seconds": 0.0},
+    ]

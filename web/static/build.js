@@ -35,6 +35,18 @@
     }
   }
 
+  function renderStages(stages) {
+    const body = document.querySelector("#stages tbody");
+    body.replaceChildren();
+    for (const stage of stages) {
+      const row = body.insertRow();
+      row.insertCell().textContent = stage.stage;
+      row.insertCell().textContent = stage.steps;
+      row.insertCell().textContent = stage.cached + "/" + stage.steps;
+      row.insertCell().textContent = stage.duration_seconds.toFixed(2) + " s";
+    }
+  }
+
   function renderBuild(build) {
     const state = document.getElementById("state");
     state.textContent = build.state;
@@ -66,6 +78,7 @@
     } else {
       waiting.hidden = true;
     }
+    renderStages(build.stages || []);
     renderSteps(build.steps || []);
     const cancel = document.getElementById("cancel-form");
     if (cancel && !["queued", "running"].includes(build.state)) cancel.remove();
