@@ -117,7 +117,10 @@ def test_a_node_that_never_saw_the_project_builds_it_from_cache(
     assert on_b["steps_total"] == on_a["steps_total"] == 6
     assert on_b["steps_cached"] == on_b["steps_total"]
     assert [(s["stage"], s["cached"], s["steps"]) for s in on_b["stages"]] == [
-        ("deps", 2, 2), ("build", 2, 2), ("stage-2", 2, 2)]
+        ("deps", 2, 2),
+        ("build", 2, 2),
+        ("stage-2", 2, 2),
+    ]
     assert on_b["image"]["digest"] == on_a["image"]["digest"]
 
     changed = build_on(node_b.web_url, project_archive(tiny_image, token, "v2\n"), farm)
