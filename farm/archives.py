@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import posixpath
 import tarfile
 from pathlib import Path
 
@@ -14,11 +15,12 @@ DEFAULT_MAX_UNPACKED_BYTES = 1024**3
 
 def check_archive(
     content: bytes, *, max_unpacked_bytes: int = DEFAULT_MAX_UNPACKED_BYTES
-) -> int:
+) -> set[str]:
     """Refuse anything but a tar (optionally compressed) that unpacks safely.
 
-    Returns the number of members. Raises :class:`InvalidRequest` before anything is
-    recorded, so a bad upload never becomes a build.
+    Returns the paths it holds, normalised (no leading ``./``). Raises
+    :class:`InvalidRequest` before anything is recorded, so a bad upload never
+    becomes a build.
     """
     try:
         with tarfile.open(fileobj=io.BytesIO(content), mode="r:*") as tar:
@@ -29,7 +31,19 @@ def check_archive(
         ) from exc
     except SourceError as exc:
         raise InvalidRequest(exc.message, field="archive") from exc
-    return len(members)
+    return {posixpath.normpath(member.name) for member in members}
+
+
+def require_paths(paths: set[str], *, context: str, dockerfile: str) -> None:
+    """Refuse a request whose context folder or Dockerfile the archive lacks."""
+    if context != "." and not any(
+        p == context or p.startswith(context + "/") for p in paths
+    ):
+        raise InvalidRequest(f"The archive has no folder {context!r}.", field="context")
+    if dockerfile not in paths:
+        raise InvalidRequest(
+            f"The archive has no Dockerfile at {dockerfile!r}.", field="dockerfile"
+        )
 
 
 def _read_members(

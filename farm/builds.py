@@ -8,7 +8,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from farm.archives import DEFAULT_MAX_UNPACKED_BYTES, check_archive
+from farm.archives import DEFAULT_MAX_UNPACKED_BYTES, check_archive, require_paths
 from farm.buildspec import (
     ArchiveSource,
     BuildSpec,
@@ -29,6 +29,11 @@ logger = logging.getLogger(__name__)
 
 
 ACTIVE_STATES = (BuildState.QUEUED, BuildState.RUNNING)
+SUBMIT_LOCK_SECONDS = 30
+
+
+def _first(builds: list[Build], *states: str) -> Build | None:
+    return next((build for build in builds if build.state in states), None)
 
 
 @dataclass(frozen=True)
@@ -97,13 +102,16 @@ class BuildService:
                 f"The archive is larger than {self.max_archive_bytes} bytes.",
                 field="archive",
             )
-        check_archive(content, max_unpacked_bytes=self.max_source_bytes)
+        paths = check_archive(content, max_unpacked_bytes=self.max_source_bytes)
         source = ArchiveSource(
             sha256=hashlib.sha256(content).hexdigest(),
             size_bytes=len(content),
             filename=filename,
         )
         spec = parse_spec(options, source)
+        require_paths(
+            paths, context=spec.context, dockerfile=spec.dockerfile_in_context
+        )
         route = self.route(options)
         self.ledger.store_archive(content, filename=filename)
         return self.submit(spec, route, reuse=reuse)
@@ -123,23 +131,46 @@ class BuildService:
         commit: str | None = None,
         reuse: bool = False,
     ) -> Submission:
-        """Join a build of the same inputs, reuse a finished one if asked, or record
-        a new build and enqueue it.
+        """Join a build of the same inputs and tags, reuse a finished one if asked,
+        or record a new build and enqueue it.
 
         If the queue cannot take a new build, its record is removed again, so a
         client that retries after the 503 leaves no failed builds behind.
         """
         queue, priority = route or self.route({})
         key = input_key(spec, commit)
-        if key and reuse:
-            done = self.ledger.find_by_inputs(key, states=[BuildState.SUCCEEDED])
-            if done is not None:
+        if key is None:
+            return Submission(
+                self._create(spec, queue, priority, None, commit), "created"
+            )
+        # One request at a time per inputs, or two at once would both create.
+        with self.live.locked(f"submit:{key}", seconds=SUBMIT_LOCK_SECONDS):
+            same = [
+                b for b in self.ledger.find_by_inputs(key) if b.tags == list(spec.tags)
+            ]
+            if reuse and (done := _first(same, BuildState.SUCCEEDED)) is not None:
                 return Submission(done, "reused")
-        if key:
-            active = self.ledger.find_by_inputs(key, states=ACTIVE_STATES)
-            if active is not None:
+            active = _first(same, *ACTIVE_STATES)
+            # An urgent request does not wait behind a normal build it would join.
+            if (
+                active is not None
+                and active.queue == queue
+                and not (priority == "urgent" and active.priority != "urgent")
+            ):
                 logger.info("build=%s: joined by an identical request", active.id)
                 return Submission(active, "joined")
+            return Submission(
+                self._create(spec, queue, priority, key, commit), "created"
+            )
+
+    def _create(
+        self,
+        spec: BuildSpec,
+        queue: str,
+        priority: str,
+        key: str | None,
+        commit: str | None,
+    ) -> Build:
         build = self.ledger.create(
             spec, queue=queue, priority=priority, input_key=key, git_commit=commit
         )
@@ -148,7 +179,7 @@ class BuildService:
         except StoreUnavailable:
             self.ledger.discard(build.id)
             raise
-        return Submission(build, "created")
+        return build
 
     def cancel(self, build_id: str) -> Build:
         """Cancel a queued build at once, or ask the worker to stop a running one."""
@@ -174,19 +205,19 @@ class BuildService:
         }
         slots = sum(int(info.get("slots", 1)) for info in serving.values())
         running = self.ledger.count_running(build.queue)
+        ahead = f"{position} builds are ahead of it" if position else "It is next"
+        nodes = "1 node" if len(serving) == 1 else f"{len(serving)} nodes"
         if not serving:
             reason = f"No live node serves queue '{build.queue}'."
-        elif running >= slots:
-            reason = (
-                f"All {len(serving)} nodes serving '{build.queue}' are busy "
-                f"({running} of {slots} build slots in use)."
-            )
         elif position is None:
             reason = "A node has taken it and is about to start it."
-        elif position:
-            reason = f"{position} builds are ahead of it in '{build.queue}'."
+        elif running >= slots:
+            reason = (
+                f"{ahead}; the {nodes} serving '{build.queue}' are busy "
+                f"({running} of {slots} build slots in use)."
+            )
         else:
-            reason = "It is next; a node is about to take it."
+            reason = f"{ahead} in '{build.queue}'; a node is about to take it."
         return {
             "position": position,
             "reason": reason,

@@ -5,7 +5,8 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
 from farm.archives import check_archive
@@ -95,7 +96,15 @@ class GroupService:
                     f"Image {index} needs a unique lowercase name.", field="images"
                 )
             names.add(name)
-            checked.append((name, parse_spec(image, source), self.builds.route(image)))
+            with _naming(name):
+                checked.append(
+                    (name, parse_spec(image, source), self.builds.route(image))
+                )
+        tags = [tag for _, spec, _ in checked for tag in spec.tags]
+        if len(tags) != len(set(tags)):
+            raise InvalidRequest(
+                "Two images of the group name the same tag.", field="tags"
+            )
         return checked
 
     def _submit(
@@ -138,6 +147,17 @@ class GroupService:
                 for m in group.members
             ],
         }
+
+
+@contextmanager
+def _naming(image: str) -> Iterator[None]:
+    """Say which image of the group an error is about."""
+    try:
+        yield
+    except InvalidRequest as exc:
+        raise InvalidRequest(
+            f"Image {image!r}: {exc.message}", field=exc.field, image=image
+        ) from exc
 
 
 def group_state(builds: list[Build]) -> str:

@@ -220,16 +220,16 @@ class BuildLedger:
         logger.info("build=%s queue=%s: recorded", build.id, queue)
         return build
 
-    def find_by_inputs(self, input_key: str, *, states: Sequence[str]) -> Build | None:
-        """The newest build of exactly these inputs in one of ``states``."""
+    def find_by_inputs(self, input_key: str, *, limit: int = 50) -> list[Build]:
+        """The newest builds of exactly these inputs, newest first."""
         query = (
             select(Build)
-            .where(Build.input_key == input_key, Build.state.in_(list(states)))
-            .order_by(Build.created_at.desc())
-            .limit(1)
+            .where(Build.input_key == input_key)
+            .order_by(Build.created_at.desc(), Build.id.desc())
+            .limit(limit)
         )
         with self._session() as session:
-            return session.scalars(query).first()
+            return list(session.scalars(query))
 
     def save_group(self, group: BuildGroup) -> None:
         with self._session() as session:

@@ -8,10 +8,12 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, suppress
 from typing import Any
 
 import redis
+from redis.exceptions import LockError
 
 from farm.errors import StoreUnavailable
 
@@ -136,6 +138,28 @@ class LiveState:
 
     def forget_cache(self, reference: str) -> None:
         self.client.zrem(CACHE_USED_KEY, reference)
+
+    @contextmanager
+    def locked(self, name: str, *, seconds: int) -> Iterator[None]:
+        """Hold a lock across nodes while the block runs (at most ``seconds``).
+
+        Without Redis the block runs anyway: losing the lock is better than
+        stopping builds.
+        """
+        lock = self.client.lock(
+            f"farm:lock:{name}", timeout=seconds, blocking_timeout=seconds
+        )
+        try:
+            acquired = lock.acquire()
+        except redis.RedisError:
+            logger.warning("lock=%s: not taken (Redis down); going on", name)
+            acquired = False
+        try:
+            yield
+        finally:
+            if acquired:
+                with suppress(redis.RedisError, LockError):
+                    lock.release()
 
     def hold_lock(self, name: str, *, seconds: int) -> bool:
         """Take a lock across nodes for ``seconds``; False if another node has it."""

@@ -256,13 +256,28 @@ def test_dockerfile_syntax_error_fails_with_its_line(farm, tiny_image, tmp_path)
     assert "FLY" in build["error"]["message"].upper()
 
 
-def test_missing_dockerfile_fails_with_clear_error(farm, tmp_path):
+def test_archive_without_the_dockerfile_is_refused_before_recording(farm, tmp_path):
     (tmp_path / "empty").mkdir()
     (tmp_path / "empty/readme").write_text("no dockerfile here")
     response = requests.post(
         farm.api("/builds"),
         timeout=30,
         files={"archive": ("s.tar.gz", archive_of(tmp_path / "empty"))},
+    )
+    assert response.status_code == 400
+    assert response.json()["error"]["details"]["field"] == "dockerfile"
+
+
+def test_missing_dockerfile_in_git_fails_the_build_clearly(farm, git_server, tmp_path):
+    base_url, root = git_server
+    folder = tmp_path / "nodockerfile"
+    folder.mkdir()
+    (folder / "readme").write_text("no dockerfile here")
+    publish_repo(root, "nodockerfile.git", folder)
+    response = requests.post(
+        farm.api("/builds"),
+        timeout=30,
+        json={"git_url": f"{base_url}/nodockerfile.git", "git_ref": "main"},
     )
     build = farm.wait_for(response.json()["id"])
     assert build["state"] == "failed"
@@ -573,3 +588,26 @@ def test_a_group_with_one_bad_image_records_nothing(farm, tmp_path):
         requests.get(farm.api("/builds?limit=200"), timeout=10).json()["builds"]
     )
     assert after == before
+
+
+def test_concurrent_builds_pushing_one_tag_each_record_their_own_image(
+    farm, tiny_image, tmp_path
+):
+    ids = []
+    for word in ("first", "second"):
+        folder = write_project(
+            tmp_path / word,
+            TWO_STAGE.format(base=tiny_image),
+            f"{word}-{uuid.uuid4().hex}",
+        )
+        response = requests.post(
+            farm.api("/builds"),
+            timeout=30,
+            data={"tags": "race/same:1"},
+            files={"archive": ("s.tar.gz", archive_of(folder))},
+        )
+        ids.append(response.json()["id"])
+    builds = [farm.wait_for(build_id) for build_id in ids]
+    assert [b["state"] for b in builds] == ["succeeded", "succeeded"]
+    assert builds[0]["image"]["id"] != builds[1]["image"]["id"]
+    assert builds[0]["image"]["digest"] != builds[1]["image"]["digest"]

@@ -239,6 +239,12 @@ class EngineClient:
             if not isinstance(exc.__cause__, docker.errors.NotFound):
                 raise
 
+    def tag(self, image: str, reference: str) -> None:
+        """Point ``reference`` (``registry/name:tag``) at ``image``."""
+        repository, tag = parse_repository_tag(reference)
+        with _translated(f"tag {image} as {reference}"):
+            self._api.tag(image, repository, tag=tag or "latest", force=True)
+
     def prune_build_cache(self, *, keep_bytes: int) -> int:
         """Drop the oldest build cache beyond ``keep_bytes``; return bytes freed."""
         with _translated("prune the build cache"):

@@ -41,6 +41,7 @@ logger = logging.getLogger(__name__)
 STEPS_SAVE_INTERVAL_SECONDS = 2.0
 CANCEL_POLL_SECONDS = 1.0
 HEARTBEAT_INTERVAL_SECONDS = 5.0
+PUSH_LOCK_SECONDS = 1800
 
 
 class BuildLog:
@@ -167,7 +168,7 @@ class BuildRunner:
                 image_id, references = self._build(
                     build, source, context, progress, cancel, cache_from
                 )
-                outcome = self._push(build, references, log)
+                outcome = self._push(build, image_id, references, log)
                 if plan and _all_cached(progress) and len(cache_from) == len(plan.refs):
                     log.write(
                         [
@@ -293,10 +294,12 @@ class BuildRunner:
     ) -> tuple[str, list[str]]:
         tags = build.tags or [f"builds:{build.id}"]
         references = [f"{self.settings.registry}/{tag}" for tag in tags]
+        # Built under a name of its own: another build on this engine may be
+        # pushing the same tags right now (the tags are set under a lock at push).
         image_id = self.engine.build(
             context,
             dockerfile=source.dockerfile,
-            tags=references,
+            tags=[local_name(build.id)],
             target=build.target,
             build_args=build.build_args,
             cache_from=cache_from,
@@ -306,23 +309,32 @@ class BuildRunner:
         return image_id, references
 
     def _push(
-        self, build: Build, references: list[str], log: BuildLog
+        self, build: Build, image_id: str, references: list[str], log: BuildLog
     ) -> dict[str, Any]:
         digest = ""
         for reference in references:
             log.write([f"Pushing {reference}"])
             started = time.monotonic()
-            result = self.engine.push(reference)
+            lock = f"push:{self.settings.engine_url}:{reference}"
+            with self.live.locked(lock, seconds=PUSH_LOCK_SECONDS):
+                self.engine.tag(image_id, reference)
+                result = self.engine.push(reference)
             digest = result.digest
             log.write(
                 [f"Pushed {reference}@{digest} in {time.monotonic() - started:.1f}s"]
             )
-        size = self.engine.image_size(references[0])
+        size = self.engine.image_size(image_id)
+        self.engine.remove_image(local_name(build.id))
         return {
             "image_references": references,
             "image_digest": digest,
             "image_size_bytes": size,
         }
+
+
+def local_name(build_id: str) -> str:
+    """The name a build's image has in its engine until its tags are pushed."""
+    return f"farm-build/{build_id}:latest"
 
 
 class StepSaver:

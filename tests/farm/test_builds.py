@@ -2,6 +2,7 @@
 
 import io
 import tarfile
+from contextlib import contextmanager
 
 import pytest
 
@@ -24,11 +25,17 @@ class SentQueue:
         self.sent.append(build_id)
 
 
+class NoLocks:
+    @contextmanager
+    def locked(self, name: str, *, seconds: int):
+        yield
+
+
 def make_service(tmp_path, queue) -> BuildService:
     ledger = BuildLedger.from_url(f"sqlite:///{tmp_path}/farm.db")
     ledger.create_tables()
     return BuildService(
-        ledger, queue, live=None, queues=["builds"], max_source_bytes=1000
+        ledger, queue, live=NoLocks(), queues=["builds"], max_source_bytes=1000
     )
 
 
@@ -77,22 +84,24 @@ def test_identical_inputs_join_the_active_build_and_reuse_a_finished_one(tmp_pat
     service.resolve_ref = lambda url, ref: "a" * 40
     url = "https://git.example.org/a.git"
     first = service.submit_git({"tags": ["x:1"]}, url=url, ref="main")
-    again = service.submit_git({"tags": ["x:2"]}, url=url, ref="main")
+    again = service.submit_git({"tags": ["x:1"]}, url=url, ref="main")
     other = service.submit_git({"build_args": {"V": "2"}}, url=url, ref="main")
-    assert (first.outcome, again.outcome, other.outcome) == (
-        "created",
-        "joined",
-        "created",
+    retagged = service.submit_git({"tags": ["x:2"]}, url=url, ref="main")
+    urgent = service.submit_git(
+        {"tags": ["x:1"], "priority": "urgent"}, url=url, ref="main"
     )
-    assert again.build.id == first.build.id and len(queue.sent) == 2
+    outcomes = [s.outcome for s in (first, again, other, retagged, urgent)]
+    assert outcomes == ["created", "joined", "created", "created", "created"]
+    assert again.build.id == first.build.id and len(queue.sent) == 4
     assert first.build.git_commit == "a" * 40
 
     service.ledger.claim(first.build.id, worker="w")
     service.ledger.finish(first.build.id, BuildState.SUCCEEDED)
-    reused = service.submit_git({}, url=url, ref="main", reuse=True)
-    fresh = service.submit_git({}, url=url, ref="main")
+    reused = service.submit_git({"tags": ["x:1"]}, url=url, ref="main", reuse=True)
+    fresh = service.submit_git({"tags": ["x:1"]}, url=url, ref="main")
     assert reused.outcome == "reused" and reused.build.id == first.build.id
-    assert fresh.outcome == "created"
+    # Without reuse the request joins the urgent build still queued.
+    assert fresh.outcome == "joined" and fresh.build.id == urgent.build.id
 
 
 def test_stages_summarise_their_steps():
