@@ -12,10 +12,7 @@ Run: .venv/bin/python -m bench.cross_node [example ...]
 
 from __future__ import annotations
 
-import argparse
 import io
-import logging
-import signal
 import sys
 import tarfile
 import tempfile
@@ -26,7 +23,7 @@ from pathlib import Path
 import docker
 import requests
 
-from bench.farm_vs_docker import EXAMPLES, farm_build
+from bench.farm_vs_docker import EXAMPLES, farm_build, start_bench
 from farm.local.process import free_port
 from farm.local.stack import LocalFarm, Node
 from workers.baseimages import (
@@ -123,15 +120,7 @@ def parallel(stack: LocalFarm, run: str) -> tuple[float, float]:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "examples",
-        nargs="*",
-        default=["web-go", "api-node", "service-python", "three-stage"],
-    )
-    args = parser.parse_args()
-    logging.basicConfig(level=logging.WARNING)
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    examples = start_bench(__doc__ or "")
     run = uuid.uuid4().hex[:8]
     with tempfile.TemporaryDirectory(prefix="farm-bench-") as state:
         stack = LocalFarm(
@@ -149,7 +138,7 @@ def main() -> int:
         try:
             prepare(stack)
             stack.start_farm()  # node B pulls the base images it lacks here
-            rows = cross_node(stack, args.examples, run)
+            rows = cross_node(stack, examples, run)
             one_by_one, at_once = parallel(stack, run)
         finally:
             stack.stop()

@@ -35,6 +35,7 @@ from workers.baseimages import (
 from workers.baseimages.certs import local_ca_files
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+EXAMPLE_NAMES = ["web-go", "api-node", "service-python", "three-stage"]
 DOCKER_CLI = "/usr/bin/docker"  # Debian's 20.10 client drives BuildKit without buildx
 
 
@@ -75,17 +76,18 @@ def farm_build(
     return elapsed, build
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "examples",
-        nargs="*",
-        default=["web-go", "api-node", "service-python", "three-stage"],
-    )
-    args = parser.parse_args()
+def start_bench(description: str) -> list[str]:
+    """Read the examples to run from the command line and set up the process."""
+    parser = argparse.ArgumentParser(description=description.splitlines()[0])
+    parser.add_argument("examples", nargs="*", default=EXAMPLE_NAMES)
     logging.basicConfig(level=logging.WARNING)
     # Stop the services we started even when told to stop.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    return list(parser.parse_args().examples)
+
+
+def main() -> int:
+    examples = start_bench(__doc__ or "")
     with tempfile.TemporaryDirectory(prefix="farm-bench-") as state:
         stack = LocalFarm(
             state_dir=Path(state),
@@ -97,7 +99,7 @@ def main() -> int:
         )
         stack.start()
         try:
-            return run(stack, args.examples)
+            return run(stack, examples)
         finally:
             stack.stop()
 

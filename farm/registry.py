@@ -43,22 +43,19 @@ class RegistryClient:
         self.session.trust_env = False  # never through a proxy from the environment
 
     def has_tag(self, reference: str) -> bool:
-        """Whether ``reference`` resolves to a manifest; False when unreachable."""
-        host, name, tag = split_reference(reference)
-        if host != self.address:
+        """Whether ``reference`` resolves to a manifest here; False when unreachable."""
+        if split_reference(reference)[0] != self.address:
             return False
         try:
-            response = self.session.head(
-                f"{self.base_url}/{name}/manifests/{tag}",
-                headers={"Accept": MANIFEST_TYPES},
-                timeout=self.timeout_seconds,
-            )
-        except requests.RequestException as exc:
+            return self.digest(reference) is not None
+        except StoreUnavailable as exc:
             logger.warning(
-                "registry=%s: could not ask for %s: %s", self.address, reference, exc
+                "registry=%s: could not ask for %s: %s",
+                self.address,
+                reference,
+                exc.message,
             )
             return False
-        return response.status_code == 200
 
     def digest(self, reference: str) -> str | None:
         """The manifest digest ``reference`` points at, or None if there is none."""
