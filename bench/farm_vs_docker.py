@@ -69,6 +69,9 @@ def farm_build(
             break
         time.sleep(0.05)
     elapsed = time.monotonic() - started
+    while build.get("cache_state") == "exporting":  # let the cache reach the registry
+        time.sleep(0.05)
+        build = requests.get(build_url, timeout=10).json()
     if build["state"] != "succeeded":
         raise RuntimeError(
             f"farm build of {folder.name} {build['state']}: {build['error']}"

@@ -295,6 +295,7 @@ def describe_build(build: Build, *, base_url: str = "") -> dict[str, Any]:
         "worker": build.worker,
         "attempts": build.attempts,
         "image": image,
+        "cache_state": build.cache_state,
         "steps_total": build.steps_total,
         "steps_cached": build.steps_cached,
         "stages": summarize_stages(build.steps),

@@ -287,6 +287,9 @@ class BuildLedger:
         logger.info("build=%s worker=%s: running", build_id, worker)
         return build
 
+    def record_cache_state(self, build_id: str, state: str) -> None:
+        self._update(build_id, cache_state=state)
+
     def record_commit(self, build_id: str, commit: str) -> None:
         self._update(build_id, git_commit=commit)
 
@@ -358,6 +361,15 @@ class BuildLedger:
                 .values(state=BuildState.QUEUED, worker=None)
             )
             return bool(getattr(result, "rowcount", 0))
+
+    def append_log(self, build_id: str, lines: list[str]) -> None:
+        """Add lines to a finished build's stored log."""
+        if not lines:
+            return
+        with self._session() as session:
+            log = session.get(BuildLog, build_id, with_for_update=True)
+            if log is not None:
+                log.text += "".join(line + "\n" for line in lines)
 
     def cancel_if_queued(self, build_id: str) -> bool:
         """Cancel a build that no worker has started; False if it had started."""

@@ -76,6 +76,8 @@ class Build(Base):
     image_digest: Mapped[str | None] = mapped_column(String(80))
     image_size_bytes: Mapped[int | None]
     steps: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    # Sharing the stage cache after success: "exporting", then "shared".
+    cache_state: Mapped[str | None] = mapped_column(String(16))
     steps_total: Mapped[int] = mapped_column(Integer, default=0)
     steps_cached: Mapped[int] = mapped_column(Integer, default=0)
     duration_seconds: Mapped[float | None] = mapped_column(Float)

@@ -169,31 +169,22 @@ class BuildRunner:
                     build, source, context, progress, cancel, cache_from
                 )
                 outcome = self._push(build, image_id, references, log)
-                if plan and _all_cached(progress) and len(cache_from) == len(plan.refs):
-                    log.write(
-                        [
-                            "Cache: every step came from the shared cache; "
-                            "nothing new to export"
-                        ]
+                saver.save()
+                self.ledger.finish(
+                    build.id,
+                    BuildState.SUCCEEDED,
+                    log_text=log.text(),
+                    attempt=build.attempts,
+                    image_id=image_id,
+                    cache_state="exporting" if plan else None,
+                    **outcome,
+                )
+                if plan:
+                    # The image is pushed and reported; sharing its cache with the
+                    # other nodes follows, its lines appended to the stored log.
+                    self._share_cache(
+                        build, source, context, progress, plan, cache_from, log
                     )
-                elif plan:
-                    self.cache.export(
-                        plan,
-                        context,
-                        dockerfile=source.dockerfile,
-                        build_args=build.build_args,
-                        cache_from=cache_from,
-                        log=log.write,
-                    )
-            saver.save()
-            self.ledger.finish(
-                build.id,
-                BuildState.SUCCEEDED,
-                log_text=log.text(),
-                attempt=build.attempts,
-                image_id=image_id,
-                **outcome,
-            )
         except AttemptLost:
             raise
         except BuildCancelled:
@@ -272,6 +263,34 @@ class BuildRunner:
                 max_unpacked_bytes=self.settings.max_source_bytes,
             )
         return locate_dockerfile(root, build.context, build.dockerfile)
+
+    def _share_cache(
+        self,
+        build: Build,
+        source: PreparedSource,
+        context: IO[bytes],
+        progress: BuildProgress,
+        plan: CachePlan,
+        cache_from: list[str],
+        log: BuildLog,
+    ) -> None:
+        lines: list[str] = []
+        if _all_cached(progress) and len(cache_from) == len(plan.refs):
+            lines.append(
+                "Cache: every step came from the shared cache; nothing new to export"
+            )
+        else:
+            self.cache.export(
+                plan,
+                context,
+                dockerfile=source.dockerfile,
+                build_args=build.build_args,
+                cache_from=cache_from,
+                log=lines.extend,
+            )
+        log.write(lines)
+        self.ledger.append_log(build.id, lines)
+        self.ledger.record_cache_state(build.id, "shared")
 
     def _plan_cache(self, build: Build, source: PreparedSource) -> CachePlan | None:
         if not self.settings.stage_cache:

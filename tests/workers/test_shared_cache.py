@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import tarfile
+import time
 import uuid
 from collections.abc import Iterator
 
@@ -101,6 +102,18 @@ def build_on(web_url: str, archive: bytes, farm) -> dict:
     assert response.status_code == 202, response.text
     build = farm.wait_for(response.json()["id"])
     assert build["state"] == "succeeded", build["error"]
+    return wait_until_cache_shared(web_url, build)
+
+
+def wait_until_cache_shared(web_url: str, build: dict) -> dict:
+    """Sharing the cache follows the reported success; wait for it to finish."""
+    deadline = time.monotonic() + 120
+    while build["cache_state"] == "exporting" and time.monotonic() < deadline:
+        time.sleep(0.2)
+        build = requests.get(
+            f"{web_url}/api/v1/builds/{build['id']}", timeout=10
+        ).json()
+    assert build["cache_state"] in ("shared", None), build["cache_state"]
     return build
 
 
