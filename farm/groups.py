@@ -127,6 +127,15 @@ class GroupService:
         logger.info("group=%s: %d images submitted", group.id, len(members))
         return group
 
+    def cancel(self, group_id: str) -> None:
+        """Cancel every image of the group still queued or running."""
+        group = self.builds.ledger.get_group(group_id)
+        for member in group.members:
+            build = self.builds.ledger.get(member["build_id"])
+            if build.state in ("queued", "running"):
+                self.builds.cancel(build.id)
+        logger.info("group=%s: cancelled", group_id)
+
     def describe(self, group_id: str, *, base_url: str = "") -> dict[str, Any]:
         group = self.builds.ledger.get_group(group_id)
         builds = {

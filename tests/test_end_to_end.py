@@ -611,3 +611,26 @@ def test_concurrent_builds_pushing_one_tag_each_record_their_own_image(
     assert [b["state"] for b in builds] == ["succeeded", "succeeded"]
     assert builds[0]["image"]["id"] != builds[1]["image"]["id"]
     assert builds[0]["image"]["digest"] != builds[1]["image"]["digest"]
+
+
+def test_cancelling_a_group_cancels_its_waiting_images(farm, tiny_image, tmp_path):
+    for name in ("one", "two"):
+        (tmp_path / "g" / name).mkdir(parents=True)
+        (tmp_path / "g" / name / "Dockerfile").write_text(
+            f"FROM {tiny_image}\nRUN echo {name}-{uuid.uuid4().hex}\n"
+        )
+    group = {
+        "images": [{"name": n, "context": n, "queue": "idle"} for n in ("one", "two")]
+    }
+    response = requests.post(
+        farm.api("/groups"),
+        timeout=30,
+        data={"group": json.dumps(group)},
+        files={"archive": ("g.tar.gz", archive_of(tmp_path / "g"))},
+    )
+    assert response.json()["state"] == "queued"
+    cancelled = requests.post(
+        farm.api(f"/groups/{response.json()['id']}/cancel"), timeout=10
+    ).json()
+    assert cancelled["state"] == "cancelled"
+    assert {image["state"] for image in cancelled["images"]} == {"cancelled"}

@@ -221,3 +221,10 @@ def submit_group() -> Any:
 def get_group(group_id: str) -> Any:
     groups: GroupService = current_app.extensions["farm.groups"]
     return groups.describe(group_id, base_url=base_url())
+
+
+@blueprint.post("/groups/<group_id>/cancel")
+def cancel_group(group_id: str) -> Any:
+    groups: GroupService = current_app.extensions["farm.groups"]
+    groups.cancel(group_id)
+    return jsonify(groups.describe(group_id, base_url=base_url())), 202
