@@ -23,16 +23,14 @@ from pathlib import Path
 import docker
 import requests
 
-from bench.farm_vs_docker import EXAMPLES, farm_build, start_bench
+from bench.farm_vs_docker import (
+    EXAMPLES,
+    farm_build,
+    seed_base_images,
+    start_bench,
+)
 from farm.local.process import free_port
 from farm.local.stack import LocalFarm, Node
-from workers.baseimages import (
-    BaseImageSettings,
-    detect_debian_mirror,
-    ensure_base_images,
-    push_base_images,
-)
-from workers.baseimages.certs import local_ca_files
 
 SMALL_BUILDS = 40
 SMALL_IMAGE = "farm-base/busybox:latest"  # node B pulls it from the registry
@@ -71,19 +69,6 @@ def wait_all(web_url: str, build_ids: list[str]) -> None:
 
 def small_dockerfile(index: int, run: str) -> str:
     return f"FROM {SMALL_IMAGE}\nRUN echo {run}-{index} > /id && sleep 1\n"
-
-
-def prepare(stack: LocalFarm) -> None:
-    """Base images in node A's engine and in the registry."""
-    first = docker.APIClient(base_url=stack.nodes[0].engine_url, timeout=3600)
-    print("making base images in engine bench0 and seeding the registry...", flush=True)
-    ensure_base_images(
-        first,
-        BaseImageSettings(
-            mirror=detect_debian_mirror(), extra_ca_files=local_ca_files()
-        ),
-    )
-    push_base_images(first, stack.registry)
 
 
 def cross_node(stack: LocalFarm, examples: list[str], run: str) -> list[tuple]:
@@ -136,7 +121,7 @@ def main() -> int:
         )
         stack.start_services()
         try:
-            prepare(stack)
+            seed_base_images(stack).close()
             stack.start_farm()  # node B pulls the base images it lacks here
             rows = cross_node(stack, examples, run)
             one_by_one, at_once = parallel(stack, run)

@@ -107,18 +107,24 @@ def main() -> int:
             stack.stop()
 
 
-def run(stack: LocalFarm, examples: list[str]) -> int:
+def seed_base_images(stack: LocalFarm) -> docker.APIClient:
+    """Base images in the first node's engine and in the farm's registry."""
     api = docker.APIClient(base_url=stack.engine_url, timeout=3600)
-    print("making base images in engine bench0 (once per machine)...", flush=True)
-    ensure_base_images(
-        api,
-        BaseImageSettings(
-            mirror=detect_debian_mirror(), extra_ca_files=local_ca_files()
-        ),
+    print(
+        "making base images (once per machine) and seeding the registry...", flush=True
     )
+    settings = BaseImageSettings(
+        mirror=detect_debian_mirror(), extra_ca_files=local_ca_files()
+    )
+    ensure_base_images(api, settings)
     # As in a real farm, the base images' layers are in the registry already, so a
     # push sends only the layers the build made.
     push_base_images(api, stack.registry)
+    return api
+
+
+def run(stack: LocalFarm, examples: list[str]) -> int:
+    api = seed_base_images(stack)
     rows = []
     for name in examples:
         folder = EXAMPLES / name
