@@ -155,6 +155,28 @@ class RunningFarm:
         raise AssertionError(f"build {build_id} did not end in {timeout_seconds}s")
 
 
+def farm_on_session_services(
+    state_dir: Path,
+    *,
+    redis_url: str,
+    registry: str,
+    postgres_url: str,
+    nodes: tuple[Node, ...],
+    env: dict[str, str],
+) -> LocalFarm:
+    """A web app and workers (not yet started) over the session's Redis, registry and
+    PostgreSQL; tests needing their own queue or nodes start one beside ``farm``."""
+    return LocalFarm(
+        state_dir=state_dir,
+        redis_port=int(redis_url.rsplit(":", 1)[1].split("/")[0]),
+        registry_port=int(registry.rsplit(":", 1)[1]),
+        web_port=free_port(),
+        nodes=nodes,
+        database_url=postgres_url,
+        extra_env={"FARM_SECRET_KEY": "test", **env},
+    )
+
+
 @pytest.fixture(scope="session")
 def farm(
     services_dir: Path,
@@ -165,16 +187,14 @@ def farm(
     tiny_image: str,
 ) -> Iterator[RunningFarm]:
     """The whole farm: web and one worker over Redis, PostgreSQL, engine, registry."""
-    stack = LocalFarm(
-        state_dir=ARTIFACTS,  # the processes' logs are kept as test artifacts
-        redis_port=int(redis_url.rsplit(":", 1)[1].split("/")[0]),
-        registry_port=int(registry.rsplit(":", 1)[1]),
-        web_port=free_port(),
+    stack = farm_on_session_services(
+        ARTIFACTS,  # the processes' logs are kept as test artifacts
+        redis_url=redis_url,
+        registry=registry,
+        postgres_url=postgres_url,
         # The web app also accepts builds for 'idle', which no node serves.
         nodes=(Node("node-a", os.environ.get("FARM_TEST_ENGINE", "test0"), "builds"),),
-        database_url=postgres_url,
-        extra_env={
-            "FARM_SECRET_KEY": "test",
+        env={
             "FARM_QUEUES": "builds,idle",
             "FARM_WORKER_CONCURRENCY": "2",
             "FARM_WORK_DIR": str(services_dir / "work"),

@@ -13,9 +13,8 @@ import pytest
 import requests
 
 from farm.local.engine import EngineLayout, LocalEngine
-from farm.local.process import free_port
-from farm.local.stack import LocalFarm, Node
-from tests.conftest import ARTIFACTS
+from farm.local.stack import Node
+from tests.conftest import ARTIFACTS, farm_on_session_services
 
 pytestmark = pytest.mark.integration
 
@@ -58,16 +57,14 @@ def second_engine(registry, engine_url, tiny_image) -> Iterator[str]:
 @pytest.fixture(scope="module")
 def node_b(redis_url, registry, postgres_url, second_engine, tmp_path_factory):
     """A second node: its own worker on engine test1, fed by its own web and queue."""
-    stack = LocalFarm(
-        state_dir=ARTIFACTS / "node-b",
-        redis_port=int(redis_url.rsplit(":", 1)[1].split("/")[0]),
-        registry_port=int(registry.rsplit(":", 1)[1]),
-        web_port=free_port(),
+    stack = farm_on_session_services(
+        ARTIFACTS / "node-b",
+        redis_url=redis_url,
+        registry=registry,
+        postgres_url=postgres_url,
         nodes=(Node("node-b", "test1"),),
-        database_url=postgres_url,
-        extra_env={
+        env={
             "FARM_QUEUE": "node-b",
-            "FARM_SECRET_KEY": "test",
             "FARM_WORK_DIR": str(tmp_path_factory.mktemp("work-b")),
         },
     )

@@ -12,9 +12,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from farm.local.process import free_port
 from farm.local.stack import LocalFarm, Node
-from tests.conftest import ARTIFACTS
+from tests.conftest import ARTIFACTS, farm_on_session_services
 
 pytestmark = pytest.mark.integration
 
@@ -25,18 +24,16 @@ def two_node_farm(
 ) -> Iterator[LocalFarm]:
     """Web and two workers on their own queue, sweeping for lost builds every 2 s."""
     engine = engine_url.split("/")[-2]
-    stack = LocalFarm(
-        state_dir=ARTIFACTS / "worker-loss",
-        redis_port=int(redis_url.rsplit(":", 1)[1].split("/")[0]),
-        registry_port=int(registry.rsplit(":", 1)[1]),
-        web_port=free_port(),
+    stack = farm_on_session_services(
+        ARTIFACTS / "worker-loss",
+        redis_url=redis_url,
+        registry=registry,
+        postgres_url=postgres_url,
         nodes=(Node("node-x", engine), Node("node-y", engine)),
-        database_url=postgres_url,
-        extra_env={
+        env={
             "FARM_QUEUE": "worker-loss",
             "FARM_REAP_INTERVAL_SECONDS": "2",
             "FARM_WORKER_CONCURRENCY": "1",
-            "FARM_SECRET_KEY": "test",
             "FARM_WORK_DIR": str(tmp_path_factory.mktemp("work")),
         },
     )
