@@ -234,40 +234,39 @@ def clean_target(value: Any) -> str | None:
 
 def clean_build_args(value: Any) -> dict[str, str]:
     """Build args as a name → string mapping, or a list of ``NAME=value`` strings."""
+    return clean_variables(value, field="build_args", noun="Build arg")
+
+
+def clean_variables(value: Any, *, field: str, noun: str) -> dict[str, str]:
+    """Named string values (build args, environment variables), checked."""
     if isinstance(value, list | tuple):
-        value = dict(_split_assignment(item) for item in value)
+        value = dict(_split_assignment(item, field=field, noun=noun) for item in value)
     if not isinstance(value, Mapping):
         raise InvalidRequest(
-            "Build args must be an object of names to strings.", field="build_args"
+            f"{noun}s must be an object of names to strings.", field=field
         )
     if len(value) > MAX_BUILD_ARGS:
         raise InvalidRequest(
-            f"At most {MAX_BUILD_ARGS} build args are accepted.", field="build_args"
+            f"At most {MAX_BUILD_ARGS} {noun.lower()}s are accepted.", field=field
         )
     cleaned: dict[str, str] = {}
     for name, arg in value.items():
         if not isinstance(name, str) or not _ARG_NAME.match(name):
-            raise InvalidRequest(
-                f"Build arg name {name!r} is not valid.", field="build_args"
-            )
+            raise InvalidRequest(f"{noun} name {name!r} is not valid.", field=field)
         if isinstance(arg, bool) or not isinstance(arg, str | int | float):
-            raise InvalidRequest(
-                f"Build arg {name} must be a string.", field="build_args"
-            )
+            raise InvalidRequest(f"{noun} {name} must be a string.", field=field)
         if len(str(arg)) > MAX_VALUE_CHARS:
             raise InvalidRequest(
-                f"Build arg {name} is longer than {MAX_VALUE_CHARS} characters.",
-                field="build_args",
+                f"{noun} {name} is longer than {MAX_VALUE_CHARS} characters.",
+                field=field,
             )
         cleaned[name] = str(arg)
     return cleaned
 
 
-def _split_assignment(item: Any) -> tuple[str, str]:
+def _split_assignment(item: Any, *, field: str, noun: str) -> tuple[str, str]:
     if not isinstance(item, str) or "=" not in item:
-        raise InvalidRequest(
-            f"Build arg {item!r} must look like NAME=value.", field="build_args"
-        )
+        raise InvalidRequest(f"{noun} {item!r} must look like NAME=value.", field=field)
     name, _, arg = item.partition("=")
     return name.strip(), arg
 

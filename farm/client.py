@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import json
 import logging
 import tarfile
 import time
@@ -42,14 +43,22 @@ def pack_folder(
     wherever it lies. The same files always pack to the same bytes (sorted entries,
     no time in the gzip header), so the farm recognises a repeated upload.
     """
-    context_dir = folder / context
-    kept = {
-        (context_dir / relative).resolve()
-        for relative in exclude_paths(
-            str(context_dir), _dockerignore(context_dir), dockerfile=dockerfile
-        )
-    }
-    kept.add((context_dir / dockerfile).resolve())
+    return pack_contexts(folder, [(context, dockerfile)])
+
+
+def pack_contexts(folder: Path, builds: Sequence[tuple[str, str]]) -> bytes:
+    """Like :func:`pack_folder` for several builds of one folder, each a
+    ``(context, dockerfile)`` pair (a group's images)."""
+    kept: set[Path] = set()
+    for context, dockerfile in builds:
+        context_dir = folder / context
+        kept |= {
+            (context_dir / relative).resolve()
+            for relative in exclude_paths(
+                str(context_dir), _dockerignore(context_dir), dockerfile=dockerfile
+            )
+        }
+        kept.add((context_dir / dockerfile).resolve())
     # Folders leading to a kept file are packed too, so its path exists.
     kept |= {parent for path in kept for parent in path.parents}
     buffer = io.BytesIO()
@@ -131,6 +140,51 @@ class FarmClient:
             )
         }
         return self._call("POST", "/builds", data=fields, files=files)
+
+    def submit_group_git(
+        self, url: str, ref: str, group: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        return self._call(
+            "POST", "/groups", json={"git_url": url, "git_ref": ref, **group}
+        )
+
+    def submit_group_folder(
+        self, folder: Path, group: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        images = group.get("images")
+        builds = [
+            (
+                str(image.get("context") or "."),
+                str(image.get("dockerfile") or "Dockerfile"),
+            )
+            for image in (images if isinstance(images, list) else [])
+            if isinstance(image, Mapping)
+        ]
+        archive = pack_contexts(folder, builds or [(".", "Dockerfile")])
+        files = {
+            "archive": (
+                f"{folder.name or 'source'}.tar.gz",
+                archive,
+                "application/gzip",
+            )
+        }
+        return self._call(
+            "POST", "/groups", data={"group": json.dumps(group)}, files=files
+        )
+
+    def get_group(self, group_id: str) -> dict[str, Any]:
+        return self._call("GET", f"/groups/{group_id}")
+
+    def cancel_group(self, group_id: str) -> dict[str, Any]:
+        return self._call("POST", f"/groups/{group_id}/cancel")
+
+    def wait_group(self, group_id: str, *, poll_seconds: float = 1.0) -> dict[str, Any]:
+        """Poll until the group's builds and its smoke test ended, and return it."""
+        while True:
+            group = self.get_group(group_id)
+            if group["finished"]:
+                return group
+            time.sleep(poll_seconds)
 
     def get(self, build_id: str) -> dict[str, Any]:
         return self._call("GET", f"/builds/{build_id}")

@@ -19,9 +19,16 @@ from farm.buildspec import (
     parse_spec,
     reject_unknown_fields,
 )
-from farm.errors import InvalidRequest
+from farm.errors import InvalidRequest, StoreUnavailable
 from farm.ledger import as_utc, new_build_id
-from farm.models import Build, BuildGroup
+from farm.models import Build, BuildGroup, BuildState
+from farm.smoke import (
+    GroupSmoke,
+    SmokeState,
+    describe_smoke,
+    parse_smoke,
+    smoke_finished,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -35,6 +42,7 @@ IMAGE_FIELDS = {
     "tags",
     "queue",
     "priority",
+    "smoke",
 }
 _IMAGE_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
 
@@ -44,6 +52,7 @@ class GroupService:
 
     def __init__(self, builds: BuildService) -> None:
         self.builds = builds
+        self.smoke = GroupSmoke(builds.ledger, builds.queue)
 
     def submit_git(self, payload: Mapping[str, Any]) -> BuildGroup:
         source = parse_git_source(
@@ -51,13 +60,13 @@ class GroupService:
             payload.get("git_ref"),
             allow_file_urls=self.builds.allow_file_urls,
         )
-        images = self._validate(payload, source)
+        images, smoke = self._validate(payload, source)
         commit = (
             self.builds.resolve_ref(source.url, source.ref)
             if self.builds.resolve_ref
             else None
         )
-        return self._submit(payload, images, commit=commit)
+        return self._submit(payload, images, smoke, commit=commit)
 
     def submit_archive(self, payload: Mapping[str, Any], content: bytes) -> BuildGroup:
         if not content:
@@ -66,13 +75,13 @@ class GroupService:
         source = ArchiveSource(
             sha256=hashlib.sha256(content).hexdigest(), size_bytes=len(content)
         )
-        images = self._validate(payload, source)
+        images, smoke = self._validate(payload, source)
         self.builds.ledger.store_archive(content)
-        return self._submit(payload, images)
+        return self._submit(payload, images, smoke)
 
     def _validate(
         self, payload: Mapping[str, Any], source: Source
-    ) -> list[tuple[str, BuildSpec, tuple[str, str]]]:
+    ) -> tuple[list[tuple[str, BuildSpec, tuple[str, str]]], dict[str, Any] | None]:
         """Check every image before anything is recorded: all of them or none."""
         images = payload.get("images")
         if not isinstance(images, list) or not 1 <= len(images) <= MAX_IMAGES:
@@ -105,27 +114,43 @@ class GroupService:
             raise InvalidRequest(
                 "Two images of the group name the same tag.", field="tags"
             )
-        return checked
+        return checked, parse_smoke(payload.get("smoke_test"), images)
 
     def _submit(
         self,
         payload: Mapping[str, Any],
         images: list[tuple[str, BuildSpec, tuple[str, str]]],
+        smoke: dict[str, Any] | None,
         *,
         commit: str | None = None,
     ) -> BuildGroup:
         members = []
         for name, spec, route in images:
             submission = self.builds.submit(spec, route, commit=commit)
-            members.append({"name": name, "build_id": submission.build.id})
+            members.append(
+                {
+                    "name": name,
+                    "build_id": submission.build.id,
+                    "submission": submission.outcome,
+                }
+            )
         group = BuildGroup(
             id=new_build_id(),
             name=str(payload.get("name") or "")[:128],
             members=members,
+            smoke=smoke,
+            smoke_state=SmokeState.PENDING if smoke else None,
         )
         self.builds.ledger.save_group(group)
         logger.info("group=%s: %d images submitted", group.id, len(members))
-        return group
+        # Images answered from earlier builds may all be done already.
+        try:
+            self.smoke.advance(group)
+        except StoreUnavailable as exc:
+            logger.warning(
+                "group=%s: smoke test waits for the sweep: %s", group.id, exc
+            )
+        return self.builds.ledger.get_group(group.id)
 
     def cancel(self, group_id: str) -> None:
         """Cancel every image of the group still queued or running."""
@@ -134,6 +159,12 @@ class GroupService:
             build = self.builds.ledger.get(member["build_id"])
             if build.state in ("queued", "running"):
                 self.builds.cancel(build.id)
+        self.builds.ledger.move_smoke_state(
+            group_id,
+            {SmokeState.PENDING, SmokeState.QUEUED},
+            SmokeState.SKIPPED,
+            result={"reason": "The group was cancelled."},
+        )
         logger.info("group=%s: cancelled", group_id)
 
     def describe(self, group_id: str, *, base_url: str = "") -> dict[str, Any]:
@@ -142,19 +173,24 @@ class GroupService:
             m["build_id"]: self.builds.ledger.get(m["build_id"]) for m in group.members
         }
         created = as_utc(group.created_at)
+        builds_ended = all(BuildState(b.state).final for b in builds.values())
         return {
             "id": group.id,
             "url": f"{base_url}/api/v1/groups/{group.id}",
             "name": group.name,
             "created_at": created.isoformat() if created else None,
             "state": group_state(list(builds.values())),
+            "finished": builds_ended and smoke_finished(group),
             "images": [
                 {
                     "name": m["name"],
                     **describe_build(builds[m["build_id"]], base_url=base_url),
+                    # created, joined (the same inputs in progress) or reused
+                    "submission": m.get("submission"),
                 }
                 for m in group.members
             ],
+            "smoke_test": describe_smoke(group),
         }
 
 

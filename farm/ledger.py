@@ -242,6 +242,38 @@ class BuildLedger:
                 raise NotFound(f"There is no group {group_id!r}.", group_id=group_id)
             return group
 
+    def move_smoke_state(
+        self,
+        group_id: str,
+        from_states: set[str],
+        to_state: str,
+        *,
+        result: dict[str, Any] | None = None,
+    ) -> bool:
+        """Move the group's smoke test on if it is still in one of ``from_states``;
+        False if another process moved it first."""
+        values: dict[str, Any] = {"smoke_state": to_state, "smoke_updated_at": utcnow()}
+        if result is not None:
+            values["smoke_result"] = result
+        with self._session() as session:
+            outcome = session.execute(
+                update(BuildGroup)
+                .where(
+                    BuildGroup.id == group_id,
+                    BuildGroup.smoke_state.in_(sorted(from_states)),
+                )
+                .values(**values)
+            )
+            moved = bool(getattr(outcome, "rowcount", 0))
+        if moved:
+            logger.info("group=%s: smoke test %s", group_id, to_state)
+        return moved
+
+    def groups_in_smoke_states(self, states: set[str]) -> list[BuildGroup]:
+        query = select(BuildGroup).where(BuildGroup.smoke_state.in_(sorted(states)))
+        with self._session() as session:
+            return list(session.scalars(query))
+
     def ping(self) -> None:
         """Raise StoreUnavailable unless the database answers."""
         with self._session() as session:

@@ -113,5 +113,12 @@ class BuildGroup(Base):
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     name: Mapped[str | None] = mapped_column(String(128))
     created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
-    # [{"name": image name in the group, "build_id": ...}], in request order.
+    # [{"name": image name in the group, "build_id": ..., "submission": created,
+    # joined or reused}], in request order.
     members: Mapped[list[dict[str, str]]] = mapped_column(JSON, default=list)
+    # The smoke test asked for (farm.smoke.parse_smoke), None when none was;
+    # its state (farm.smoke.SmokeState), when that last changed, and its outcome.
+    smoke: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    smoke_state: Mapped[str | None] = mapped_column(String(16))
+    smoke_updated_at: Mapped[datetime | None]
+    smoke_result: Mapped[dict[str, Any] | None] = mapped_column(JSON)

@@ -18,6 +18,7 @@ from farm.errors import StoreUnavailable
 logger = logging.getLogger(__name__)
 
 RUN_BUILD_TASK = "farm.run_build"
+SMOKE_GROUP_TASK = "farm.smoke_group"
 
 # Kombu's Redis transport keeps one list per priority step and pops the lowest
 # number first (kombu docs, "Redis: priorities"); urgent builds jump the line.
@@ -59,10 +60,21 @@ class BuildQueue:
         self.redis = redis_client
 
     def enqueue(self, build_id: str, *, queue: str, priority: str = "normal") -> None:
+        self._send(RUN_BUILD_TASK, build_id, queue=queue, priority=priority)
+        logger.info(
+            "build=%s queue=%s priority=%s: enqueued", build_id, queue, priority
+        )
+
+    def enqueue_smoke(self, group_id: str, *, queue: str) -> None:
+        """Hand a built group's smoke test to a node serving ``queue``."""
+        self._send(SMOKE_GROUP_TASK, group_id, queue=queue, priority="normal")
+        logger.info("group=%s queue=%s: smoke test enqueued", group_id, queue)
+
+    def _send(self, task: str, argument: str, *, queue: str, priority: str) -> None:
         try:
             self.celery.send_task(
-                RUN_BUILD_TASK,
-                args=[build_id],
+                task,
+                args=[argument],
                 queue=queue,
                 priority=PRIORITIES[priority],
                 retry=False,
@@ -71,9 +83,6 @@ class BuildQueue:
             raise StoreUnavailable(
                 "The build queue (Redis) could not be reached; try again shortly."
             ) from exc
-        logger.info(
-            "build=%s queue=%s priority=%s: enqueued", build_id, queue, priority
-        )
 
     def depth(self, queue: str) -> int:
         """Builds waiting in Redis for ``queue``, all priorities together."""

@@ -27,6 +27,8 @@ from farm.local.stack import LocalFarm, Node
 ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts"
 
 TINY_IMAGE = "farm-test/busybox:latest"
+# Bumped when the applets change, so an engine kept between runs gets them.
+TINY_IMAGE_VERSION = "2"
 
 
 @pytest.fixture(scope="session")
@@ -66,6 +68,9 @@ def _busybox_rootfs_tar() -> bytes:
             "env",
             "test",
             "grep",
+            "nc",
+            "printf",
+            "head",
         ):
             link = tarfile.TarInfo(f"bin/{applet}")
             link.type, link.linkname = tarfile.SYMTYPE, "busybox"
@@ -78,9 +83,16 @@ def tiny_image(engine_url: str) -> str:
     """A tiny base image in the test engine, made offline from Debian's busybox."""
     api = docker.APIClient(base_url=engine_url)
     try:
-        api.inspect_image(TINY_IMAGE)
+        labels = api.inspect_image(TINY_IMAGE)["Config"].get("Labels") or {}
     except docker.errors.ImageNotFound:
-        api.import_image_from_data(_busybox_rootfs_tar(), repository=TINY_IMAGE)
+        labels = {}
+    try:
+        if labels.get("farm.test.tiny") != TINY_IMAGE_VERSION:
+            api.import_image_from_data(
+                _busybox_rootfs_tar(),
+                repository=TINY_IMAGE,
+                changes=[f"LABEL farm.test.tiny={TINY_IMAGE_VERSION}"],
+            )
     finally:
         api.close()
     return TINY_IMAGE
@@ -198,6 +210,7 @@ def farm(
             "FARM_QUEUES": "builds,idle",
             "FARM_WORKER_CONCURRENCY": "2",
             "FARM_WORK_DIR": str(services_dir / "work"),
+            "FARM_SMOKE_PROBE_IMAGE": tiny_image,
         },
     )
     stack.start_farm()

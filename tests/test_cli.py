@@ -64,3 +64,41 @@ def test_missing_folder_is_a_usage_error(farm, tmp_path: Path):
 def test_ref_with_a_folder_is_a_usage_error(farm, tmp_path: Path):
     done = run_farm("submit", str(tmp_path), "--ref", "main", server=farm.web_url)
     assert done.returncode == 2 and "--ref applies to git sources" in done.stderr
+
+
+def test_group_submit_waits_for_the_smoke_test(farm, tiny_image, tmp_path: Path):
+    (tmp_path / "site").mkdir()
+    (tmp_path / "site/Dockerfile").write_text(
+        f"FROM {tiny_image}\nRUN mkdir /www && echo {tmp_path.name} > /www/index.html\n"
+        'EXPOSE 8080\nCMD ["httpd", "-f", "-p", "8080", "-h", "/www"]\n'
+    )
+    (tmp_path / "group.json").write_text(
+        '{"smoke_test": {"seconds": 1}, "images": [{"name": "site", '
+        '"context": "site", "smoke": {"path": "/index.html"}}]}'
+    )
+    done = run_farm(
+        "group",
+        "submit",
+        str(tmp_path),
+        "--file",
+        str(tmp_path / "group.json"),
+        "--wait",
+        server=farm.web_url,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "succeeded  smoke test passed" in done.stdout
+    assert "site  stayed up, answered  (GET /index.html answered 200)" in done.stdout
+
+
+def test_group_file_that_is_not_json_is_a_usage_error(farm, tmp_path: Path):
+    (tmp_path / "group.json").write_text("images: [web]\n")
+    done = run_farm(
+        "group",
+        "submit",
+        str(tmp_path),
+        "-f",
+        str(tmp_path / "group.json"),
+        server=farm.web_url,
+    )
+    assert done.returncode == 2
+    assert "is not valid JSON" in done.stderr

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -48,3 +51,24 @@ def test_example_builds_on_the_farm(farm, base_images, example):
     stages = {step["stage"] for step in build["steps"] if not step["internal"]}
     assert len(stages) >= 2, stages  # a builder stage and a runtime stage at least
     assert build["image"]["digest"].startswith("sha256:")
+
+
+def test_the_example_app_builds_as_a_group_and_answers_together(farm, base_images):
+    """The front end answers its page only if it reaches the API by name."""
+    done = subprocess.run(
+        [sys.executable, "-m", "farm", "group", "submit", str(EXAMPLES)]
+        + ["--file", str(EXAMPLES / "farm-group.json"), "--wait", "--json"]
+        + ["--server", farm.web_url],
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    group = json.loads(done.stdout)
+    assert group["state"] == "succeeded"
+    smoke = group["smoke_test"]
+    assert smoke["state"] == "passed", smoke
+    results = {result["name"]: result for result in smoke["images"]}
+    assert set(results) == {"api", "web", "stats", "roman"}
+    assert {r["http_status"] for r in results.values()} == {200}
+    assert (results["web"]["port"], results["api"]["port"]) == (8080, 3000)

@@ -29,7 +29,7 @@ JSON_FIELDS = {
     "build_args",
     "tags",
 }
-GROUP_FIELDS = {"name", "images"}
+GROUP_FIELDS = {"name", "images", "smoke_test"}
 FORM_FIELDS = JSON_FIELDS | {"build_arg", "tag"}
 
 

@@ -15,7 +15,7 @@ import logging
 import socket
 import threading
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import TracebackType
 from typing import IO, Any
 
@@ -250,6 +250,122 @@ class EngineClient:
         with _translated("prune the build cache"):
             answer = self._api.prune_builds(keep_storage=keep_bytes)
         return int((answer or {}).get("SpaceReclaimed") or 0)
+
+    # -- containers, for smoke tests ---------------------------------------------
+
+    def pull(self, reference: str) -> None:
+        """Pull ``registry/name:tag`` or ``registry/name@sha256:...``."""
+        repository, tag = parse_repository_tag(reference)
+        logger.debug("engine=%s: pull %s", self.base_url, reference)
+        with _translated(f"pull {reference}"):
+            stream = self._api.pull(
+                repository,
+                tag=tag or "latest",
+                stream=True,
+                decode=True,
+                auth_config={},
+            )
+        for message in _guarded(stream, f"pull {reference}", EngineError):
+            if "errorDetail" in message or "error" in message:
+                raise EngineError(
+                    f"Pulling {reference} failed: {message.get('error')}",
+                    reference=reference,
+                )
+
+    def image_config(self, reference: str) -> dict[str, Any]:
+        """The image's run settings: exposed ports, command, environment."""
+        with _translated(f"inspect {reference}"):
+            return dict(self._api.inspect_image(reference).get("Config") or {})
+
+    def create_network(self, name: str, *, labels: Mapping[str, str]) -> None:
+        """A bridge network whose containers reach each other by name and nothing
+        outside it (``internal``)."""
+        with _translated(f"create network {name}"):
+            self._api.create_network(
+                name, driver="bridge", internal=True, labels=dict(labels)
+            )
+
+    def remove_network(self, name: str) -> None:
+        try:
+            with _translated(f"remove network {name}"):
+                self._api.remove_network(name)
+        except EngineError as exc:
+            if not isinstance(exc.__cause__, docker.errors.NotFound):
+                raise
+
+    def start_container(self, spec: ContainerSpec) -> str:
+        """Create and start a container on one network; return its id."""
+        with _translated(f"start a container of {spec.image}"):
+            host_config = self._api.create_host_config(
+                network_mode=spec.network,
+                mem_limit=spec.memory_bytes,
+                pids_limit=spec.pids_limit,
+                security_opt=["no-new-privileges"],
+            )
+            networking = self._api.create_networking_config(
+                {spec.network: self._api.create_endpoint_config(aliases=spec.aliases)}
+            )
+            created = self._api.create_container(
+                spec.image,
+                command=spec.command,
+                name=spec.name,
+                environment=dict(spec.env),
+                labels=dict(spec.labels),
+                host_config=host_config,
+                networking_config=networking,
+                detach=True,
+            )
+            self._api.start(created["Id"])
+        return str(created["Id"])
+
+    def container_state(self, container: str) -> dict[str, Any]:
+        """Docker's State object: Status, Running, ExitCode, OOMKilled, Error."""
+        with _translated(f"inspect container {container[:12]}"):
+            return dict(self._api.inspect_container(container)["State"])
+
+    def container_logs(self, container: str, *, lines: int) -> list[str]:
+        with _translated(f"read the log of container {container[:12]}"):
+            output = self._api.logs(container, tail=lines)
+        return output.decode("utf-8", "replace").splitlines()[-lines:]
+
+    def run_in(self, container: str, argv: Sequence[str]) -> tuple[int, str]:
+        """Run ``argv`` in a running container; return its exit code and output."""
+        with _translated(f"run a command in container {container[:12]}"):
+            started = self._api.exec_create(container, list(argv))
+            output = self._api.exec_start(started["Id"])
+            code = self._api.exec_inspect(started["Id"])["ExitCode"]
+        return int(code or 0), output.decode("utf-8", "replace")
+
+    def remove_container(self, container: str) -> None:
+        """Stop and remove a container; one already gone is fine."""
+        try:
+            with _translated(f"remove container {container[:12]}"):
+                self._api.remove_container(container, force=True, v=True)
+        except EngineError as exc:
+            if not isinstance(exc.__cause__, docker.errors.NotFound):
+                raise
+
+    def labelled(self, label: str) -> tuple[list[str], list[str]]:
+        """Ids of the containers and names of the networks carrying ``label``."""
+        with _translated(f"list what carries {label}"):
+            containers = self._api.containers(all=True, filters={"label": label})
+            networks = self._api.networks(filters={"label": label})
+        return [c["Id"] for c in containers], [n["Name"] for n in networks]
+
+
+@dataclass(frozen=True)
+class ContainerSpec:
+    """A container to start on a network of its own, under limits."""
+
+    image: str
+    name: str
+    network: str
+    aliases: list[str]
+    command: list[str] | None = None
+    env: Mapping[str, str] = field(default_factory=dict)
+    labels: Mapping[str, str] = field(default_factory=dict)
+    memory_bytes: int = 1 << 30
+    pids_limit: int = 1024
 
 
 def _build_params(

@@ -14,8 +14,9 @@ from farm.config import Settings
 from farm.errors import EngineError, FarmError
 from farm.ledger import BuildLedger
 from farm.livestate import LiveState
-from farm.queue import RUN_BUILD_TASK, BuildQueue, make_celery
+from farm.queue import RUN_BUILD_TASK, SMOKE_GROUP_TASK, BuildQueue, make_celery
 from farm.registry import RegistryClient
+from farm.smoke import GroupSmoke
 from workers.baseimages import BASE_IMAGES, pull_base_images
 from workers.baseimages.engine import image_exists
 from workers.baseimages.registry import registry_ref
@@ -23,6 +24,7 @@ from workers.engine import EngineClient
 from workers.reaper import LostBuildReaper
 from workers.retention import CacheRetention, RetentionPolicy
 from workers.runner import BuildRunner
+from workers.smoke import SmokeTester
 
 logger = logging.getLogger(__name__)
 
@@ -41,8 +43,10 @@ def make_runner(settings: Settings) -> BuildRunner:
 
 
 def make_worker_app(settings: Settings, runner: BuildRunner) -> Celery:
-    """The Celery app with the build task bound to ``runner``."""
+    """The Celery app with the build and smoke test tasks bound to ``runner``."""
     app = make_celery(settings)
+    groups = GroupSmoke(runner.ledger, BuildQueue(app, runner.live.client))
+    tester = SmokeTester(settings, runner.ledger, runner.engine)
 
     @app.task(name=RUN_BUILD_TASK, bind=True, max_retries=None)
     def run_build(task: Task, build_id: str) -> None:
@@ -58,6 +62,23 @@ def make_worker_app(settings: Settings, runner: BuildRunner) -> Celery:
                 exc.message,
             )
             raise task.retry(countdown=ENGINE_RETRY_SECONDS) from exc
+        try:
+            groups.advance_groups_of(build_id)
+        except FarmError as exc:
+            logger.warning(
+                "build=%s: groups not advanced (the sweep will): %s",
+                build_id,
+                exc.message,
+            )
+
+    @app.task(name=SMOKE_GROUP_TASK, bind=True, max_retries=None)
+    def smoke_group(task: Task, group_id: str) -> None:
+        try:
+            tester.run(group_id)
+        except EngineError as exc:
+            # Raised before the test was claimed: another try, here or elsewhere.
+            logger.warning("group=%s: engine down, retrying: %s", group_id, exc)
+            raise task.retry(countdown=ENGINE_RETRY_SECONDS) from exc
 
     return app
 
@@ -66,7 +87,9 @@ def start_housekeeping(settings: Settings, runner: BuildRunner, app: Celery) -> 
     """Once the worker consumes: beat for it, sweep for dead workers' builds and keep
     the caches in bounds, each in a thread of its own."""
     queue = BuildQueue(app, runner.live.client)
-    reaper = LostBuildReaper(runner.ledger, runner.live, queue)
+    reaper = LostBuildReaper(
+        runner.ledger, runner.live, queue, groups=GroupSmoke(runner.ledger, queue)
+    )
     retention = CacheRetention(
         settings.worker_name,
         runner.engine,
@@ -144,6 +167,7 @@ def run_worker(settings: Settings) -> None:
     runner = make_runner(settings)
     runner.engine.ping()
     runner.clear_workspaces()
+    SmokeTester(settings, runner.ledger, runner.engine).clear_leftovers()
     fetch_missing_base_images(settings)
     app = make_worker_app(settings, runner)
     start_housekeeping(settings, runner, app)

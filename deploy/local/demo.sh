@@ -18,19 +18,11 @@ done
 echo "== making the base images offline and seeding them into the registry"
 $farm base-images build --push "${extra_ca[@]}"
 
-echo "== submitting the examples"
-ids=()
-for example in examples/*/; do
-  name=$(basename "$example")
-  [ -f "$example/Dockerfile" ] || continue
-  id=$($farm submit "$example" --tag "demo/$name:latest" --quiet)
-  echo "$name: build $id  $FARM_WEB_URL/builds/$id"
-  ids+=("$id")
-done
-
-echo "== waiting for the builds"
+echo "== building the example app as one group, then smoke-testing it together"
+# examples/farm-group.json names the four images, their tags, and how to check each
+# one once they all run on one network (the web front end asks the API by name).
 status=0
-$farm wait "${ids[@]}" || status=$?
+$farm group submit examples --file examples/farm-group.json --wait || status=$?
 echo
-echo "Watch them at $FARM_WEB_URL/  (stop the farm with: $farm local down)"
+echo "Watch the builds at $FARM_WEB_URL/  (stop the farm with: $farm local down)"
 exit $status

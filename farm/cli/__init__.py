@@ -12,6 +12,7 @@ import sys
 import click
 
 from farm.cli.client import cancel, logs, status, submit, wait
+from farm.cli.groups import group
 from farm.cli.local import local
 from farm.cli.node import base_images
 from farm.cli.serve import web, worker
@@ -32,7 +33,18 @@ def cli(verbose: bool) -> None:
     )
 
 
-for command in (submit, wait, status, logs, cancel, web, worker, base_images, local):
+for command in (
+    submit,
+    wait,
+    status,
+    logs,
+    cancel,
+    group,
+    web,
+    worker,
+    base_images,
+    local,
+):
     cli.add_command(command)
 
 

@@ -24,11 +24,11 @@ server_option = click.option(
 )
 
 
-def _client(server: str) -> FarmClient:
+def api_client(server: str) -> FarmClient:
     return FarmClient(server)
 
 
-def _fail(exc: ApiError) -> None:
+def fail(exc: ApiError) -> None:
     click.echo(f"Error: {exc.message} ({exc.code})", err=True)
     sys.exit(EXIT_API_ERROR)
 
@@ -48,7 +48,7 @@ def follow(client: FarmClient, build: dict[str, Any]) -> dict[str, Any]:
         sys.exit(EXIT_INTERRUPTED)
 
 
-def _looks_like_git_url(source: str) -> bool:
+def looks_like_git_url(source: str) -> bool:
     """A URL with a scheme, or git's user@host:path form."""
     return "://" in source or ("@" in source and ":" in source.split("/", 1)[0])
 
@@ -109,13 +109,13 @@ def submit(
     server: str,
 ) -> None:
     """Build SOURCE: a local folder (uploaded) or a git URL."""
-    client = _client(server)
+    client = api_client(server)
     if ref and Path(source).is_dir():
         raise click.BadParameter(
             "--ref applies to git sources; a folder is uploaded as it is.",
             param_hint="--ref",
         )
-    if not _looks_like_git_url(source) and not Path(source).is_dir():
+    if not looks_like_git_url(source) and not Path(source).is_dir():
         raise click.BadParameter(
             f"{source!r} is neither a folder nor a git URL.", param_hint="SOURCE"
         )
@@ -154,7 +154,7 @@ def submit(
         )
         build = follow(client, build)
     except ApiError as exc:
-        _fail(exc)
+        fail(exc)
         return
     click.echo(json.dumps(build, indent=2) if as_json else _summary(build))
     if build["state"] != "succeeded":
@@ -172,12 +172,12 @@ def status(
     """Show one build, or list recent builds."""
     try:
         builds = (
-            [_client(server).get(build_id)]
+            [api_client(server).get(build_id)]
             if build_id
-            else _client(server).list(states=states)
+            else api_client(server).list(states=states)
         )
     except ApiError as exc:
-        _fail(exc)
+        fail(exc)
         return
     for build in builds:
         click.echo(json.dumps(build, indent=2) if as_json else _summary(build))
@@ -191,13 +191,13 @@ def status(
 @server_option
 def logs(build_id: str, follow: bool, server: str) -> None:
     """Print a build's log."""
-    client = _client(server)
+    client = api_client(server)
     try:
         lines = client.follow_log(build_id) if follow else client.log(build_id)["lines"]
         for line in lines:
             click.echo(line)
     except ApiError as exc:
-        _fail(exc)
+        fail(exc)
 
 
 @click.command()
@@ -206,9 +206,9 @@ def logs(build_id: str, follow: bool, server: str) -> None:
 def cancel(build_id: str, server: str) -> None:
     """Cancel a queued or running build."""
     try:
-        build = _client(server).cancel(build_id)
+        build = api_client(server).cancel(build_id)
     except ApiError as exc:
-        _fail(exc)
+        fail(exc)
         return
     click.echo(_summary(build))
     if build["state"] != "cancelled":
@@ -224,11 +224,11 @@ def cancel(build_id: str, server: str) -> None:
 @server_option
 def wait(build_ids: tuple[str, ...], server: str) -> None:
     """Wait for builds to end; exit 1 unless all of them succeeded."""
-    client = _client(server)
+    client = api_client(server)
     try:
         builds = [client.wait(build_id) for build_id in build_ids]
     except ApiError as exc:
-        _fail(exc)
+        fail(exc)
         return
     for build in builds:
         click.echo(_summary(build))
