@@ -21,4 +21,4 @@ proto:
 	bash workers/buildkit/generate.sh
 
 bench: install
-	.venv/bin/python -m bench.farm_vs_docker
+	.venv/bin/python -m bench

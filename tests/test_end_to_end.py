@@ -201,6 +201,16 @@ def archive_of(folder: Path) -> bytes:
     return buffer.getvalue()
 
 
+def post_group(farm, folder: Path, group: dict) -> requests.Response:
+    """POST a group as multipart: the folder packed, the group as its JSON field."""
+    return requests.post(
+        farm.api("/groups"),
+        timeout=30,
+        data={"group": json.dumps(group)},
+        files={"archive": ("group.tar.gz", archive_of(folder))},
+    )
+
+
 def test_uploaded_archive_builds_a_subfolder_context(farm, tiny_image, tmp_path):
     write_project(
         tmp_path / "src/services/echo",
@@ -545,12 +555,7 @@ def test_a_group_builds_several_images_from_one_archive(farm, tiny_image, tmp_pa
             {"name": "api", "context": "api", "tags": ["shop/api:1"]},
         ],
     }
-    response = requests.post(
-        farm.api("/groups"),
-        timeout=30,
-        data={"group": json.dumps(group)},
-        files={"archive": ("app.tar.gz", archive_of(tmp_path / "app"))},
-    )
+    response = post_group(farm, tmp_path / "app", group)
     assert response.status_code == 202, response.text
     group_url = farm.api(f"/groups/{response.json()['id']}")
     deadline = time.monotonic() + 300
@@ -576,12 +581,7 @@ def test_a_group_with_one_bad_image_records_nothing(farm, tmp_path):
     group = {
         "images": [{"name": "ok", "context": "x"}, {"name": "bad", "context": "../.."}]
     }
-    response = requests.post(
-        farm.api("/groups"),
-        timeout=30,
-        data={"group": json.dumps(group)},
-        files={"archive": ("a.tar.gz", archive_of(tmp_path))},
-    )
+    response = post_group(farm, tmp_path, group)
     assert response.status_code == 400
     assert response.json()["error"]["details"]["field"] == "context"
     after = len(
@@ -622,12 +622,7 @@ def test_cancelling_a_group_cancels_its_waiting_images(farm, tiny_image, tmp_pat
     group = {
         "images": [{"name": n, "context": n, "queue": "idle"} for n in ("one", "two")]
     }
-    response = requests.post(
-        farm.api("/groups"),
-        timeout=30,
-        data={"group": json.dumps(group)},
-        files={"archive": ("g.tar.gz", archive_of(tmp_path / "g"))},
-    )
+    response = post_group(farm, tmp_path / "g", group)
     assert response.json()["state"] == "queued"
     cancelled = requests.post(
         farm.api(f"/groups/{response.json()['id']}/cancel"), timeout=10

@@ -3,7 +3,6 @@ checked for staying up and answering, against the real farm and engine."""
 
 from __future__ import annotations
 
-import json
 import time
 import uuid
 from pathlib import Path
@@ -13,7 +12,7 @@ import docker
 import pytest
 import requests
 
-from tests.test_end_to_end import archive_of
+from tests.test_end_to_end import post_group
 from workers.smoke import LABEL
 
 pytestmark = pytest.mark.integration
@@ -48,12 +47,7 @@ CMD ["sleep", "1000"]
 
 
 def submit_group(farm: Any, folder: Path, group: dict[str, Any]) -> dict[str, Any]:
-    response = requests.post(
-        farm.api("/groups"),
-        timeout=30,
-        data={"group": json.dumps(group)},
-        files={"archive": ("group.tar.gz", archive_of(folder))},
-    )
+    response = post_group(farm, folder, group)
     assert response.status_code == 202, response.text
     return dict(response.json())
 
@@ -230,12 +224,7 @@ def test_bad_smoke_settings_are_refused_before_anything_is_recorded(
 ):
     (tmp_path / "Dockerfile").write_text("FROM scratch\n")
     group["images"][0]["tags"] = [f"refused/{uuid.uuid4().hex}:1"]
-    response = requests.post(
-        farm.api("/groups"),
-        timeout=30,
-        data={"group": json.dumps(group)},
-        files={"archive": ("a.tar.gz", archive_of(tmp_path))},
-    )
+    response = post_group(farm, tmp_path, group)
     assert response.status_code == 400
     error = response.json()["error"]
     assert error["code"] == "invalid_request"

@@ -93,9 +93,7 @@ def submit(
     except ApiError as exc:
         fail(exc)
         return
-    _show(described, as_json=as_json)
-    if wait and not succeeded(described):
-        sys.exit(EXIT_BUILD_FAILED)
+    _conclude(described, as_json=as_json, waited=wait)
 
 
 @group.command("status")
@@ -112,9 +110,7 @@ def status(group_id: str, wait: bool, as_json: bool, server: str) -> None:
     except ApiError as exc:
         fail(exc)
         return
-    _show(described, as_json=as_json)
-    if wait and not succeeded(described):
-        sys.exit(EXIT_BUILD_FAILED)
+    _conclude(described, as_json=as_json, waited=wait)
 
 
 @group.command("cancel")
@@ -135,6 +131,13 @@ def succeeded(described: dict[str, Any]) -> bool:
     return described["state"] == "succeeded" and (
         smoke is None or smoke["state"] == "passed"
     )
+
+
+def _conclude(described: dict[str, Any], *, as_json: bool, waited: bool) -> None:
+    """Print the group; after waiting, exit 1 unless it all succeeded."""
+    _show(described, as_json=as_json)
+    if waited and not succeeded(described):
+        sys.exit(EXIT_BUILD_FAILED)
 
 
 def _wait(client: FarmClient, group_id: str) -> dict[str, Any]:
