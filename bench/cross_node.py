@@ -22,7 +22,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import docker
-import requests
 
 from bench.farm_vs_docker import (
     EXAMPLES,
@@ -37,15 +36,15 @@ SMALL_BUILDS = 40
 SMALL_IMAGE = "farm-base/busybox:latest"  # node B pulls it from the registry
 
 
-def submit(web_url: str, dockerfile: str, *, queue: str) -> str:
+def submit(stack: LocalFarm, dockerfile: str, *, queue: str) -> str:
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w:gz", format=tarfile.GNU_FORMAT) as tar:
         data = dockerfile.encode()
         info = tarfile.TarInfo("Dockerfile")
         info.size = len(data)
         tar.addfile(info, io.BytesIO(data))
-    response = requests.post(
-        f"{web_url}/api/v1/builds",
+    response = stack.api_session().post(
+        f"{stack.web_url}/api/v1/builds",
         timeout=60,
         data={"queue": queue},
         files={"archive": ("s.tar.gz", buffer.getvalue())},
@@ -54,13 +53,15 @@ def submit(web_url: str, dockerfile: str, *, queue: str) -> str:
     return response.json()["id"]
 
 
-def wait_all(web_url: str, build_ids: list[str]) -> None:
+def wait_all(stack: LocalFarm, build_ids: list[str]) -> None:
     pending = set(build_ids)
     while pending:
         for build_id in list(pending):
-            build = requests.get(
-                f"{web_url}/api/v1/builds/{build_id}", timeout=10
-            ).json()
+            build = (
+                stack.api_session()
+                .get(f"{stack.web_url}/api/v1/builds/{build_id}", timeout=10)
+                .json()
+            )
             if build["state"] in {"succeeded", "failed", "cancelled"}:
                 if build["state"] != "succeeded":
                     raise RuntimeError(f"{build_id}: {build['error']}")
@@ -81,9 +82,9 @@ def cross_node(
         for api in engines:
             api.prune_builds(all=True)
         tag = f"bench-{run}/{name}:1"
-        cold, on_a = farm_build(stack.web_url, EXAMPLES / name, tag, queue="a")
+        cold, on_a = farm_build(stack, EXAMPLES / name, tag, queue="a")
         engines[1].prune_builds(all=True)
-        warm, on_b = farm_build(stack.web_url, EXAMPLES / name, tag, queue="b")
+        warm, on_b = farm_build(stack, EXAMPLES / name, tag, queue="b")
         assert on_a["worker"] == "node-a" and on_b["worker"] == "node-b"
         rows.append((name, cold, warm, on_b["steps_cached"], on_b["steps_total"]))
         print(f"{name}: done", flush=True)
@@ -94,16 +95,16 @@ def parallel(stack: LocalFarm, run: str) -> tuple[float, float]:
     started = time.monotonic()
     for index in range(SMALL_BUILDS):
         wait_all(
-            stack.web_url,
-            [submit(stack.web_url, small_dockerfile(index, run), queue="a")],
+            stack,
+            [submit(stack, small_dockerfile(index, run), queue="a")],
         )
     one_by_one = time.monotonic() - started
     started = time.monotonic()
     ids = [
-        submit(stack.web_url, small_dockerfile(index, run + "-p"), queue="builds")
+        submit(stack, small_dockerfile(index, run + "-p"), queue="builds")
         for index in range(SMALL_BUILDS)
     ]
-    wait_all(stack.web_url, ids)
+    wait_all(stack, ids)
     return one_by_one, time.monotonic() - started
 
 

@@ -22,7 +22,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import docker
-import requests
 
 from farm.client import pack_folder
 from farm.local.process import free_port
@@ -52,11 +51,12 @@ def plain_build(engine_url: str, folder: Path, tag: str) -> float:
 
 
 def farm_build(
-    web_url: str, folder: Path, tag: str, *, queue: str = ""
+    stack: LocalFarm, folder: Path, tag: str, *, queue: str = ""
 ) -> tuple[float, dict]:
+    http, web_url = stack.api_session(), stack.web_url
     archive = pack_folder(folder)
     started = time.monotonic()
-    response = requests.post(
+    response = http.post(
         f"{web_url}/api/v1/builds",
         timeout=60,
         data={"tags": tag, "queue": queue},
@@ -65,14 +65,14 @@ def farm_build(
     response.raise_for_status()
     build_url = f"{web_url}/api/v1/builds/{response.json()['id']}"
     while True:
-        build = requests.get(build_url, timeout=10).json()
+        build = http.get(build_url, timeout=10).json()
         if build["state"] in {"succeeded", "failed", "cancelled"}:
             break
         time.sleep(0.05)
     elapsed = time.monotonic() - started
     while build.get("cache_state") == "exporting":  # let the cache reach the registry
         time.sleep(0.05)
-        build = requests.get(build_url, timeout=10).json()
+        build = http.get(build_url, timeout=10).json()
     if build["state"] != "succeeded":
         raise RuntimeError(
             f"farm build of {folder.name} {build['state']}: {build['error']}"
@@ -155,8 +155,8 @@ def run(stack: LocalFarm, examples: list[str]) -> list[Row]:
         plain_cold = plain_build(stack.engine_url, folder, f"bench/{name}:plain")
         plain_cached = plain_build(stack.engine_url, folder, f"bench/{name}:plain")
         api.prune_builds(all=True)
-        farm_cold, cold = farm_build(stack.web_url, folder, f"bench/{name}:farm")
-        farm_cached, cached = farm_build(stack.web_url, folder, f"bench/{name}:farm")
+        farm_cold, cold = farm_build(stack, folder, f"bench/{name}:farm")
+        farm_cached, cached = farm_build(stack, folder, f"bench/{name}:farm")
         rows.append(
             Row(
                 name,

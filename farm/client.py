@@ -86,10 +86,18 @@ def _dockerignore(context_dir: Path) -> list[str]:
 class FarmClient:
     """Submit builds and follow them through ``/api/v1``."""
 
-    def __init__(self, server_url: str, *, timeout_seconds: float = 60) -> None:
+    def __init__(
+        self,
+        server_url: str,
+        *,
+        token: str | None = None,
+        timeout_seconds: float = 60,
+    ) -> None:
         self.server_url = server_url.rstrip("/")
         self.timeout_seconds = timeout_seconds
         self.session = requests.Session()
+        if token:
+            self.session.headers["Authorization"] = f"Bearer {token}"
 
     def _call(self, method: str, path: str, **kwargs: Any) -> Any:
         url = f"{self.server_url}/api/v1{path}"

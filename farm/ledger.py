@@ -35,6 +35,7 @@ from farm.buildspec import ArchiveSource, BuildSpec, GitSource
 from farm.errors import AttemptLost, FarmError, NotFound, StoreUnavailable
 from farm.models import (
     FINAL_STATES,
+    ApiToken,
     Archive,
     Base,
     Build,
@@ -273,6 +274,30 @@ class BuildLedger:
         query = select(BuildGroup).where(BuildGroup.smoke_state.in_(sorted(states)))
         with self._session() as session:
             return list(session.scalars(query))
+
+    # -- tokens -------------------------------------------------------------------
+
+    def save_token(self, token: ApiToken) -> None:
+        with self._session() as session:
+            session.add(token)
+
+    def find_token(self, token_id: str) -> ApiToken | None:
+        with self._session() as session:
+            return session.get(ApiToken, token_id)
+
+    def list_tokens(self) -> list[ApiToken]:
+        query = select(ApiToken).order_by(ApiToken.created_at, ApiToken.id)
+        with self._session() as session:
+            return list(session.scalars(query))
+
+    def revoke_token(self, token_id: str) -> ApiToken:
+        with self._session() as session:
+            token = session.get(ApiToken, token_id, with_for_update=True)
+            if token is None:
+                raise NotFound(f"There is no token {token_id!r}.", token_id=token_id)
+            if token.revoked_at is None:
+                token.revoked_at = utcnow()
+            return token
 
     def ping(self) -> None:
         """Raise StoreUnavailable unless the database answers."""

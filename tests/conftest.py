@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import io
 import os
 import shutil
@@ -151,6 +152,15 @@ class RunningFarm:
     def engine_url(self) -> str:
         return self.stack.engine_url
 
+    @property
+    def token(self) -> str:
+        return self.stack.token
+
+    @functools.cached_property
+    def http(self) -> requests.Session:
+        """Calls the farm with an admin token."""
+        return self.stack.api_session()
+
     def api(self, path: str) -> str:
         return f"{self.web_url}/api/v1{path}"
 
@@ -160,7 +170,7 @@ class RunningFarm:
         """Poll the API until the build ends; return its final JSON."""
         deadline = time.monotonic() + timeout_seconds
         while time.monotonic() < deadline:
-            build = requests.get(self.api(f"/builds/{build_id}"), timeout=10).json()
+            build = self.http.get(self.api(f"/builds/{build_id}"), timeout=10).json()
             if build["state"] in {"succeeded", "failed", "cancelled"}:
                 return build
             time.sleep(0.5)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -11,12 +12,15 @@ import pytest
 pytestmark = pytest.mark.integration
 
 
-def run_farm(*args: str, server: str) -> subprocess.CompletedProcess[str]:
+def run_farm(
+    *args: str, server: str, token: str = ""
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "farm", *args, "--server", server],
         capture_output=True,
         text=True,
         timeout=300,
+        env={**os.environ, "FARM_TOKEN": token, "FARM_TOKEN_FILE": "/nonexistent"},
     )
 
 
@@ -34,6 +38,7 @@ def test_submit_folder_waits_and_prints_digest(farm, tiny_image, tmp_path: Path)
         "GREETING=hi",
         "--wait",
         server=farm.web_url,
+        token=farm.token,
     )
     assert done.returncode == 0, done.stderr
     assert f"{farm.registry}/cli/greet:1@sha256:" in done.stdout
@@ -42,7 +47,9 @@ def test_submit_folder_waits_and_prints_digest(farm, tiny_image, tmp_path: Path)
 
 def test_failed_build_exits_one_and_names_the_line(farm, tiny_image, tmp_path: Path):
     (tmp_path / "Dockerfile").write_text(f"FROM {tiny_image}\nRUN exit 7\n")
-    done = run_farm("submit", str(tmp_path), "--wait", server=farm.web_url)
+    done = run_farm(
+        "submit", str(tmp_path), "--wait", server=farm.web_url, token=farm.token
+    )
     assert done.returncode == 1
     assert "failed" in done.stdout and "dockerfile_line 2" in done.stdout
 
@@ -53,16 +60,25 @@ def test_unreachable_farm_exits_three(tmp_path: Path):
 
 
 def test_missing_folder_is_a_usage_error(farm, tmp_path: Path):
-    done = run_farm("submit", str(tmp_path / "nope"), server=farm.web_url)
+    done = run_farm(
+        "submit", str(tmp_path / "nope"), server=farm.web_url, token=farm.token
+    )
     assert done.returncode == 2 and "neither a folder nor a git URL" in done.stderr
     bad_arg = run_farm(
-        "submit", str(tmp_path), "--build-arg", "NOEQUALS", server=farm.web_url
+        "submit",
+        str(tmp_path),
+        "--build-arg",
+        "NOEQUALS",
+        server=farm.web_url,
+        token=farm.token,
     )
     assert bad_arg.returncode == 2 and "NAME=value" in bad_arg.stderr
 
 
 def test_ref_with_a_folder_is_a_usage_error(farm, tmp_path: Path):
-    done = run_farm("submit", str(tmp_path), "--ref", "main", server=farm.web_url)
+    done = run_farm(
+        "submit", str(tmp_path), "--ref", "main", server=farm.web_url, token=farm.token
+    )
     assert done.returncode == 2 and "--ref applies to git sources" in done.stderr
 
 
@@ -84,6 +100,7 @@ def test_group_submit_waits_for_the_smoke_test(farm, tiny_image, tmp_path: Path)
         str(tmp_path / "group.json"),
         "--wait",
         server=farm.web_url,
+        token=farm.token,
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "succeeded  smoke test passed" in done.stdout
@@ -99,6 +116,7 @@ def test_group_file_that_is_not_json_is_a_usage_error(farm, tmp_path: Path):
         "-f",
         str(tmp_path / "group.json"),
         server=farm.web_url,
+        token=farm.token,
     )
     assert done.returncode == 2
     assert "is not valid JSON" in done.stderr

@@ -116,7 +116,7 @@ def test_git_build_is_pushed_and_runs(farm, git_server, tiny_image, tmp_path):
     )
     repository = f"e2e/app-{uuid.uuid4().hex[:8]}"
 
-    response = requests.post(
+    response = farm.http.post(
         farm.api("/builds"),
         timeout=30,
         json={
@@ -159,7 +159,7 @@ def test_git_build_is_pushed_and_runs(farm, git_server, tiny_image, tmp_path):
         api.remove_image(reference, force=True)
     assert output.splitlines() == [message, "built-by-farm"]
 
-    log = requests.get(farm.api(f"/builds/{build['id']}/log"), timeout=10).json()
+    log = farm.http.get(farm.api(f"/builds/{build['id']}/log"), timeout=10).json()
     assert log["finished"] and any(
         "RUN cat message.txt" in line for line in log["lines"]
     )
@@ -180,10 +180,10 @@ def test_second_build_of_same_source_is_cached(farm, git_server, tiny_image, tmp
         "tags": ["e2e/cached:latest"],
     }
     first = farm.wait_for(
-        requests.post(farm.api("/builds"), json=body, timeout=30).json()["id"]
+        farm.http.post(farm.api("/builds"), json=body, timeout=30).json()["id"]
     )
     second = farm.wait_for(
-        requests.post(farm.api("/builds"), json=body, timeout=30).json()["id"]
+        farm.http.post(farm.api("/builds"), json=body, timeout=30).json()["id"]
     )
     assert first["state"] == second["state"] == "succeeded"
     run_steps = [
@@ -203,7 +203,7 @@ def archive_of(folder: Path) -> bytes:
 
 def post_group(farm, folder: Path, group: dict) -> requests.Response:
     """POST a group as multipart: the folder packed, the group as its JSON field."""
-    return requests.post(
+    return farm.http.post(
         farm.api("/groups"),
         timeout=30,
         data={"group": json.dumps(group)},
@@ -217,7 +217,7 @@ def test_uploaded_archive_builds_a_subfolder_context(farm, tiny_image, tmp_path)
         TWO_STAGE.format(base=tiny_image),
         "from an archive",
     )
-    response = requests.post(
+    response = farm.http.post(
         farm.api("/builds"),
         timeout=30,
         data={
@@ -236,7 +236,7 @@ def test_uploaded_archive_builds_a_subfolder_context(farm, tiny_image, tmp_path)
 
 def test_failing_run_step_names_stage_and_line(farm, tiny_image, tmp_path):
     write_project(tmp_path / "bad", FAILING_RUN.format(base=tiny_image), "x")
-    response = requests.post(
+    response = farm.http.post(
         farm.api("/builds"),
         timeout=30,
         files={"archive": ("s.tar.gz", archive_of(tmp_path / "bad"))},
@@ -247,7 +247,7 @@ def test_failing_run_step_names_stage_and_line(farm, tiny_image, tmp_path):
     assert error["stage"] == "build" and error["dockerfile_line"] == 3
     assert "exit code: 3" in error["message"]
     assert build["image"] is None
-    log = requests.get(farm.api(f"/builds/{build['id']}/log"), timeout=10).json()
+    log = farm.http.get(farm.api(f"/builds/{build['id']}/log"), timeout=10).json()
     assert any("about to fail" in line for line in log["lines"])
 
 
@@ -255,7 +255,7 @@ def test_dockerfile_syntax_error_fails_with_its_line(farm, tiny_image, tmp_path)
     folder = write_project(
         tmp_path / "syntax", f"FROM {tiny_image}\nRUN true\nFLY away\n", "x"
     )
-    response = requests.post(
+    response = farm.http.post(
         farm.api("/builds"),
         timeout=30,
         files={"archive": ("s.tar.gz", archive_of(folder))},
@@ -269,7 +269,7 @@ def test_dockerfile_syntax_error_fails_with_its_line(farm, tiny_image, tmp_path)
 def test_archive_without_the_dockerfile_is_refused_before_recording(farm, tmp_path):
     (tmp_path / "empty").mkdir()
     (tmp_path / "empty/readme").write_text("no dockerfile here")
-    response = requests.post(
+    response = farm.http.post(
         farm.api("/builds"),
         timeout=30,
         files={"archive": ("s.tar.gz", archive_of(tmp_path / "empty"))},
@@ -284,7 +284,7 @@ def test_missing_dockerfile_in_git_fails_the_build_clearly(farm, git_server, tmp
     folder.mkdir()
     (folder / "readme").write_text("no dockerfile here")
     publish_repo(root, "nodockerfile.git", folder)
-    response = requests.post(
+    response = farm.http.post(
         farm.api("/builds"),
         timeout=30,
         json={"git_url": f"{base_url}/nodockerfile.git", "git_ref": "main"},
@@ -308,17 +308,17 @@ def test_missing_dockerfile_in_git_fails_the_build_clearly(farm, git_server, tmp
     ],
 )
 def test_bad_requests_get_json_errors_and_record_nothing(farm, body, field):
-    before = requests.get(farm.api("/builds?limit=200"), timeout=10).json()["builds"]
-    response = requests.post(farm.api("/builds"), json=body, timeout=10)
+    before = farm.http.get(farm.api("/builds?limit=200"), timeout=10).json()["builds"]
+    response = farm.http.post(farm.api("/builds"), json=body, timeout=10)
     assert response.status_code == 400
     error = response.json()["error"]
     assert error["code"] == "invalid_request" and error["details"]["field"] == field
-    after = requests.get(farm.api("/builds?limit=200"), timeout=10).json()["builds"]
+    after = farm.http.get(farm.api("/builds?limit=200"), timeout=10).json()["builds"]
     assert len(after) == len(before)
 
 
 def test_not_an_archive_is_refused_before_recording(farm):
-    response = requests.post(
+    response = farm.http.post(
         farm.api("/builds"),
         timeout=10,
         files={"archive": ("x.tar.gz", b"plain text" * 50)},
@@ -328,11 +328,11 @@ def test_not_an_archive_is_refused_before_recording(farm):
 
 
 def test_unknown_build_and_route_answer_json(farm):
-    missing = requests.get(farm.api("/builds/nope"), timeout=10)
+    missing = farm.http.get(farm.api("/builds/nope"), timeout=10)
     assert missing.status_code == 404 and missing.json()["error"]["code"] == "not_found"
-    route = requests.get(farm.api("/nothing-here"), timeout=10)
+    route = farm.http.get(farm.api("/nothing-here"), timeout=10)
     assert route.status_code == 404 and "error" in route.json()
-    wrong = requests.post(
+    wrong = farm.http.post(
         farm.api("/builds"),
         data="{not json",
         timeout=10,
@@ -349,33 +349,33 @@ def test_cancel_stops_running_build(farm, tiny_image, tmp_path):
     (folder / "Dockerfile").write_text(
         f"FROM {tiny_image}\nRUN echo started-{uuid.uuid4().hex} && sleep 300\n"
     )
-    build_id = requests.post(
+    build_id = farm.http.post(
         farm.api("/builds"),
         timeout=30,
         files={"archive": ("s.tar.gz", archive_of(folder))},
     ).json()["id"]
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
-        log = requests.get(farm.api(f"/builds/{build_id}/log"), timeout=10).json()
+        log = farm.http.get(farm.api(f"/builds/{build_id}/log"), timeout=10).json()
         if any("started-" in line for line in log["lines"]):
             break
         time.sleep(0.5)
     cancelled_at = time.monotonic()
-    response = requests.post(farm.api(f"/builds/{build_id}/cancel"), timeout=10)
+    response = farm.http.post(farm.api(f"/builds/{build_id}/cancel"), timeout=10)
     assert response.status_code == 202
     build = farm.wait_for(build_id, timeout_seconds=60)
     assert build["state"] == "cancelled"
     assert time.monotonic() - cancelled_at < 30
-    again = requests.post(farm.api(f"/builds/{build_id}/cancel"), timeout=10)
+    again = farm.http.post(farm.api(f"/builds/{build_id}/cancel"), timeout=10)
     assert again.status_code == 409
 
 
 def test_list_filters_by_state_newest_first(farm):
-    builds = requests.get(farm.api("/builds?state=succeeded"), timeout=10).json()
+    builds = farm.http.get(farm.api("/builds?state=succeeded"), timeout=10).json()
     created = [b["created_at"] for b in builds["builds"]]
     assert created == sorted(created, reverse=True)
     assert all(b["state"] == "succeeded" for b in builds["builds"])
-    bad = requests.get(farm.api("/builds?state=bogus"), timeout=10)
+    bad = farm.http.get(farm.api("/builds?state=bogus"), timeout=10)
     assert bad.status_code == 400
 
 
@@ -399,7 +399,7 @@ def test_dockerfile_outside_the_context_is_used(farm, tiny_image, tmp_path):
     (tmp_path / "src/docker/app.Dockerfile").write_text(
         f"FROM {tiny_image}\nCOPY message.txt /m\n"
     )
-    response = requests.post(
+    response = farm.http.post(
         farm.api("/builds"),
         timeout=30,
         data={"context": "app", "dockerfile": "../docker/app.Dockerfile"},
@@ -419,7 +419,7 @@ def test_short_commit_id_is_resolved(farm, git_server, tiny_image, tmp_path):
             tmp_path / "short", TWO_STAGE.format(base=tiny_image), "short ref"
         ),
     )
-    response = requests.post(
+    response = farm.http.post(
         farm.api("/builds"),
         timeout=30,
         json={"git_url": f"{base_url}/short.git", "git_ref": commit[:8]},
@@ -430,7 +430,7 @@ def test_short_commit_id_is_resolved(farm, git_server, tiny_image, tmp_path):
 
 
 def test_unknown_field_is_refused_by_name(farm):
-    response = requests.post(
+    response = farm.http.post(
         farm.api("/builds"),
         timeout=10,
         json={"git_url": "http://127.0.0.1:9/a.git", "dockerfiel": "Dockerfile"},
@@ -446,7 +446,7 @@ def test_health_reports_database_and_redis(farm):
 
 
 def test_unknown_state_filter_on_the_page_is_explained(farm):
-    response = requests.get(f"{farm.web_url}/?state=bogus", timeout=10)
+    response = farm.http.get(f"{farm.web_url}/?state=bogus", timeout=10)
     assert response.status_code == 400 and "no build state" in response.text
 
 
@@ -461,19 +461,19 @@ def test_identical_requests_join_one_build_and_reuse_is_on_request(
     )
     publish_repo(root, "join.git", folder)
     body = {"git_url": f"{base_url}/join.git", "git_ref": "main"}
-    first = requests.post(farm.api("/builds"), json=body, timeout=30)
-    second = requests.post(farm.api("/builds"), json=body, timeout=30)
+    first = farm.http.post(farm.api("/builds"), json=body, timeout=30)
+    second = farm.http.post(farm.api("/builds"), json=body, timeout=30)
     assert (first.status_code, second.status_code) == (202, 200)
     assert second.json()["submission"] == "joined"
     assert second.json()["id"] == first.json()["id"]
     assert farm.wait_for(first.json()["id"])["state"] == "succeeded"
 
-    reused = requests.post(
+    reused = farm.http.post(
         farm.api("/builds"), json={**body, "reuse": True}, timeout=30
     )
     assert reused.status_code == 200 and reused.json()["submission"] == "reused"
     assert reused.json()["id"] == first.json()["id"]
-    rebuilt = requests.post(farm.api("/builds"), json=body, timeout=30)
+    rebuilt = farm.http.post(farm.api("/builds"), json=body, timeout=30)
     assert rebuilt.status_code == 202 and rebuilt.json()["id"] != first.json()["id"]
     farm.wait_for(rebuilt.json()["id"])
 
@@ -484,7 +484,7 @@ def test_missing_branch_is_refused_before_recording(farm, git_server, tmp_path):
     folder.mkdir()
     (folder / "Dockerfile").write_text("FROM scratch\n")
     publish_repo(root, "branches.git", folder)
-    response = requests.post(
+    response = farm.http.post(
         farm.api("/builds"),
         timeout=30,
         json={"git_url": f"{base_url}/branches.git", "git_ref": "no-such-branch"},
@@ -500,7 +500,7 @@ def test_a_build_for_a_queue_no_node_serves_says_why_and_where_it_waits(
         folder = tmp_path / priority
         folder.mkdir()
         (folder / "Dockerfile").write_text(f"FROM {tiny_image}\nRUN echo {priority}\n")
-        response = requests.post(
+        response = farm.http.post(
             farm.api("/builds"),
             timeout=30,
             data={"queue": "idle", "priority": priority},
@@ -511,7 +511,7 @@ def test_a_build_for_a_queue_no_node_serves_says_why_and_where_it_waits(
 
     normal, urgent = submit("normal"), submit("urgent")
     waiting = {
-        build_id: requests.get(farm.api(f"/builds/{build_id}"), timeout=10).json()
+        build_id: farm.http.get(farm.api(f"/builds/{build_id}"), timeout=10).json()
         for build_id in (normal, urgent)
     }
     assert waiting[urgent]["waiting"]["position"] == 0
@@ -521,12 +521,12 @@ def test_a_build_for_a_queue_no_node_serves_says_why_and_where_it_waits(
     metrics = requests.get(f"{farm.web_url}/metrics", timeout=10).text
     assert 'farm_queue_depth{queue="idle"} 2.0' in metrics
     for build_id in (normal, urgent):
-        cancelled = requests.post(farm.api(f"/builds/{build_id}/cancel"), timeout=10)
+        cancelled = farm.http.post(farm.api(f"/builds/{build_id}/cancel"), timeout=10)
         assert cancelled.json()["state"] == "cancelled"
 
 
 def test_unknown_queue_is_refused_naming_the_served_ones(farm):
-    response = requests.post(
+    response = farm.http.post(
         farm.api("/builds"),
         timeout=10,
         json={"git_url": "http://127.0.0.1:9/a.git", "queue": "gpu"},
@@ -536,7 +536,7 @@ def test_unknown_queue_is_refused_naming_the_served_ones(farm):
 
 
 def test_nodes_list_the_live_worker_and_its_queues(farm):
-    nodes = requests.get(farm.api("/nodes"), timeout=10).json()["nodes"]
+    nodes = farm.http.get(farm.api("/nodes"), timeout=10).json()["nodes"]
     node = next(n for n in nodes if n["name"] == "node-a")
     assert node["queues"] == ["builds"] and node["slots"] == 2
 
@@ -560,7 +560,7 @@ def test_a_group_builds_several_images_from_one_archive(farm, tiny_image, tmp_pa
     group_url = farm.api(f"/groups/{response.json()['id']}")
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
-        described = requests.get(group_url, timeout=10).json()
+        described = farm.http.get(group_url, timeout=10).json()
         if described["state"] not in {"queued", "running"}:
             break
         time.sleep(0.5)
@@ -574,7 +574,7 @@ def test_a_group_builds_several_images_from_one_archive(farm, tiny_image, tmp_pa
 
 def test_a_group_with_one_bad_image_records_nothing(farm, tmp_path):
     before = len(
-        requests.get(farm.api("/builds?limit=200"), timeout=10).json()["builds"]
+        farm.http.get(farm.api("/builds?limit=200"), timeout=10).json()["builds"]
     )
     (tmp_path / "x").mkdir()
     (tmp_path / "x/Dockerfile").write_text("FROM scratch\n")
@@ -585,7 +585,7 @@ def test_a_group_with_one_bad_image_records_nothing(farm, tmp_path):
     assert response.status_code == 400
     assert response.json()["error"]["details"]["field"] == "context"
     after = len(
-        requests.get(farm.api("/builds?limit=200"), timeout=10).json()["builds"]
+        farm.http.get(farm.api("/builds?limit=200"), timeout=10).json()["builds"]
     )
     assert after == before
 
@@ -600,7 +600,7 @@ def test_concurrent_builds_pushing_one_tag_each_record_their_own_image(
             TWO_STAGE.format(base=tiny_image),
             f"{word}-{uuid.uuid4().hex}",
         )
-        response = requests.post(
+        response = farm.http.post(
             farm.api("/builds"),
             timeout=30,
             data={"tags": "race/same:1"},
@@ -624,7 +624,7 @@ def test_cancelling_a_group_cancels_its_waiting_images(farm, tiny_image, tmp_pat
     }
     response = post_group(farm, tmp_path / "g", group)
     assert response.json()["state"] == "queued"
-    cancelled = requests.post(
+    cancelled = farm.http.post(
         farm.api(f"/groups/{response.json()['id']}/cancel"), timeout=10
     ).json()
     assert cancelled["state"] == "cancelled"

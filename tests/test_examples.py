@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -10,7 +11,6 @@ from pathlib import Path
 
 import docker
 import pytest
-import requests
 
 from farm.client import pack_folder
 from workers.baseimages import (
@@ -39,7 +39,7 @@ def base_images(engine_url: str) -> Iterator[list[str]]:
     "example", ["web-go", "api-node", "service-python", "three-stage"]
 )
 def test_example_builds_on_the_farm(farm, base_images, example):
-    response = requests.post(
+    response = farm.http.post(
         farm.api("/builds"),
         timeout=60,
         data={"tags": f"examples/{example}:test"},
@@ -62,6 +62,7 @@ def test_the_example_app_builds_as_a_group_and_answers_together(farm, base_image
         capture_output=True,
         text=True,
         timeout=1800,
+        env={**os.environ, "FARM_TOKEN": farm.token},
     )
     assert done.returncode == 0, done.stdout + done.stderr
     group = json.loads(done.stdout)

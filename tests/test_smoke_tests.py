@@ -10,7 +10,6 @@ from typing import Any
 
 import docker
 import pytest
-import requests
 
 from tests.test_end_to_end import post_group
 from workers.smoke import LABEL
@@ -55,7 +54,7 @@ def submit_group(farm: Any, folder: Path, group: dict[str, Any]) -> dict[str, An
 def wait_finished(farm: Any, group_id: str, timeout_seconds: float = 300) -> Any:
     deadline = time.monotonic() + timeout_seconds
     while time.monotonic() < deadline:
-        group = requests.get(farm.api(f"/groups/{group_id}"), timeout=10).json()
+        group = farm.http.get(farm.api(f"/groups/{group_id}"), timeout=10).json()
         if group["finished"]:
             return group
         time.sleep(0.5)
@@ -230,5 +229,5 @@ def test_bad_smoke_settings_are_refused_before_anything_is_recorded(
     assert error["code"] == "invalid_request"
     assert message in error["message"]
     tag = group["images"][0]["tags"][0]
-    builds = requests.get(farm.api("/builds?limit=200"), timeout=10).json()["builds"]
+    builds = farm.http.get(farm.api("/builds?limit=200"), timeout=10).json()["builds"]
     assert not any(tag in str(build) for build in builds)

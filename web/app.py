@@ -22,7 +22,9 @@ from farm.ledger import BuildLedger
 from farm.livestate import LiveState
 from farm.metrics import FarmCollector, make_registry
 from farm.queue import BuildQueue, make_celery
+from farm.tokens import TokenService
 from web import api, pages
+from web.auth import init_auth
 
 logger = logging.getLogger(__name__)
 
@@ -64,6 +66,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     csrf = CSRFProtect(app)
     csrf.exempt(api.blueprint)
     app.add_template_filter(format_time, "when")
+    init_auth(app, TokenService(ledger))
     app.register_blueprint(api.blueprint)
     app.register_blueprint(pages.blueprint)
     app.add_url_rule("/metrics", "metrics", serve_metrics)
@@ -120,7 +123,11 @@ def error_response(
 def answer_farm_error(exc: FarmError) -> Any:
     if exc.status >= 500:
         logger.error("request %s %s failed: %s", request.method, request.path, exc)
-    return error_response(exc.code, exc.message, exc.status, exc.details)
+    response = error_response(exc.code, exc.message, exc.status, exc.details)
+    if exc.status == 401:
+        body, status = response
+        return body, status, {"WWW-Authenticate": 'Bearer realm="farm"'}
+    return response
 
 
 def answer_http_error(exc: HTTPException) -> Any:

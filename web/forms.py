@@ -1,10 +1,17 @@
-"""The submit form: its fields, CSRF token and how errors land beside fields."""
+"""The pages' forms: submit, sign in, buttons; CSRF tokens and errors beside fields."""
 
 from __future__ import annotations
 
 from flask_wtf import FlaskForm
 from flask_wtf.file import FileField
-from wtforms import RadioField, SelectField, StringField, TextAreaField
+from wtforms import (
+    PasswordField,
+    RadioField,
+    SelectField,
+    StringField,
+    TextAreaField,
+)
+from wtforms.validators import DataRequired
 
 from farm.errors import InvalidRequest
 
@@ -45,3 +52,9 @@ class SubmitBuildForm(FlaskForm):
 
 class ActionForm(FlaskForm):
     """A button-only form (cancel, retry) that carries just the CSRF token."""
+
+
+class SignInForm(FlaskForm):
+    """Sign in to the pages with a farm token."""
+
+    token = PasswordField("Token", validators=[DataRequired("Paste your farm token.")])

@@ -24,5 +24,6 @@ echo "== building the example app as one group, then smoke-testing it together"
 status=0
 $farm group submit examples --file examples/farm-group.json --wait || status=$?
 echo
-echo "Watch the builds at $FARM_WEB_URL/  (stop the farm with: $farm local down)"
+echo "Watch the builds at $FARM_WEB_URL/ , signing in with the token in"
+echo "/var/lib/farm/local/token  (stop the farm with: $farm local down)"
 exit $status

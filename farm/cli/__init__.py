@@ -16,6 +16,7 @@ from farm.cli.groups import group
 from farm.cli.local import local
 from farm.cli.node import base_images
 from farm.cli.serve import web, worker
+from farm.cli.tokens import token
 
 EXIT_BUILD_FAILED = 1
 EXIT_API_ERROR = 3
@@ -40,6 +41,7 @@ for command in (
     logs,
     cancel,
     group,
+    token,
     web,
     worker,
     base_images,

@@ -12,6 +12,7 @@ import click
 
 from farm.client import ApiError, FarmClient
 
+LOCAL_TOKEN_FILE = Path("/var/lib/farm/local/token")
 EXIT_BUILD_FAILED = 1
 EXIT_API_ERROR = 3
 EXIT_INTERRUPTED = 130
@@ -25,7 +26,20 @@ server_option = click.option(
 
 
 def api_client(server: str) -> FarmClient:
-    return FarmClient(server)
+    return FarmClient(server, token=find_token())
+
+
+def find_token() -> str | None:
+    """The token to call the farm with: ``FARM_TOKEN``, else the file named by
+    ``FARM_TOKEN_FILE``, else the one ``farm local up`` made, if readable. Tokens
+    are never taken on the command line, where other users could see them."""
+    if os.environ.get("FARM_TOKEN"):
+        return os.environ["FARM_TOKEN"].strip()
+    path = Path(os.environ.get("FARM_TOKEN_FILE") or LOCAL_TOKEN_FILE)
+    try:
+        return path.read_text().strip() or None
+    except OSError:
+        return None
 
 
 def fail(exc: ApiError) -> None:

@@ -17,11 +17,13 @@ from urllib.parse import urlsplit
 import click
 
 from farm.config import Settings
+from farm.ledger import BuildLedger
 from farm.local.engine import EngineLayout, LocalEngine, engine_answers
 from farm.local.process import ServiceProcess, port_open, wait_until
 from farm.local.redis import LocalRedis, redis_answers
 from farm.local.registry import LocalRegistry, registry_answers
 from farm.local.stack import start_farm_process
+from farm.tokens import TokenService, Unauthorized
 
 STATE_DIR = Path("/var/lib/farm/local")
 PIDS_FILE = Path("/run/farm/local/pids.json")
@@ -34,6 +36,25 @@ def _secret_key(state_dir: Path) -> str:
         path.write_text(secrets.token_hex(32))
         path.chmod(0o600)
     return path.read_text().strip()
+
+
+def _admin_token(state_dir: Path, settings: Settings) -> Path:
+    """A token with every scope for this machine's user, kept in the state folder
+    where the ``farm`` command finds it; made again if the database lost it."""
+    path = state_dir / "token"
+    ledger = BuildLedger.from_url(settings.database_url)
+    ledger.create_tables()
+    tokens = TokenService(ledger)
+    try:
+        tokens.identify(path.read_text().strip())
+        return path
+    except (OSError, Unauthorized):
+        pass
+    _, text = tokens.create("local-admin", ["admin"])
+    state_dir.mkdir(parents=True, exist_ok=True)
+    path.touch(mode=0o600)
+    path.write_text(text + "\n")
+    return path
 
 
 def _record(pids: dict[str, list[str | int]]) -> None:
@@ -91,7 +112,12 @@ def up(state_dir: Path) -> None:
         worker = start_farm_process("worker", ["worker"], env=env, log_dir=state_dir)
         pids["worker"] = _entry(worker, "farm")
     _record(pids)
+    token_file = _admin_token(state_dir, settings)
     click.echo(f"farm is up: {settings.web_url} (logs in {state_dir})")
+    click.echo(
+        f"admin token in {token_file}: the farm command uses it; sign in to the "
+        "pages with it (or make your own: farm token create --name NAME)"
+    )
 
 
 def _entry(process: ServiceProcess | None, name: str) -> list[str | int]:

@@ -13,7 +13,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import redis
+import requests
 
+from farm.ledger import BuildLedger
 from farm.livestate import LiveState
 from farm.local.engine import EngineLayout, LocalEngine
 from farm.local.process import (
@@ -24,6 +26,7 @@ from farm.local.process import (
 )
 from farm.local.redis import LocalRedis
 from farm.local.registry import LocalRegistry
+from farm.tokens import TokenService
 
 logger = logging.getLogger(__name__)
 
@@ -70,6 +73,8 @@ class LocalFarm:
         default_factory=list
     )
     processes: list[ServiceProcess] = field(default_factory=list)
+    token: str = ""  # an admin token, made once the web app is up
+    _session: requests.Session | None = field(default=None, repr=False)
 
     @property
     def web_url(self) -> str:
@@ -141,7 +146,25 @@ class LocalFarm:
             what="web",
             log_path=web.log_path,
         )
+        self.token = self.token or self.create_token("local-admin", ["admin"])
         self.wait_for_workers()
+
+    def api_session(self) -> requests.Session:
+        """An HTTP session (kept for reuse) that calls this farm with its admin
+        token."""
+        if self._session is None:
+            self._session = requests.Session()
+        self._session.headers["Authorization"] = f"Bearer {self.token}"
+        return self._session
+
+    def create_token(self, name: str, scopes: list[str]) -> str:
+        """A new API token in this farm's database; returns its full text."""
+        ledger = BuildLedger.from_url(self.env()["FARM_DATABASE_URL"])
+        try:
+            ledger.create_tables()
+            return TokenService(ledger).create(name, scopes)[1]
+        finally:
+            ledger.engine.dispose()
 
     def wait_for_workers(self, *, timeout_seconds: float = 60) -> None:
         """Wait until every worker says it is consuming; raise if one exited."""

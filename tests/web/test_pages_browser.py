@@ -38,10 +38,22 @@ def browser() -> Iterator[Browser]:
 
 
 @pytest.fixture
-def page(browser: Browser) -> Iterator[Page]:
-    page = browser.new_page()
+def anonymous(browser: Browser) -> Iterator[Page]:
+    """A page in a fresh browser context: no session cookie."""
+    context = browser.new_context()
+    page = context.new_page()
     yield page
-    page.close()
+    context.close()
+
+
+@pytest.fixture
+def page(farm, anonymous: Page) -> Page:
+    """A page signed in with the farm's admin token."""
+    anonymous.goto(f"{farm.web_url}/sign-in")
+    anonymous.fill("#token", farm.token)
+    anonymous.click("button[type=submit]")
+    expect(anonymous.locator("form.who")).to_contain_text("local-admin")
+    return anonymous
 
 
 def source_archive(tmp_path: Path, dockerfile: str) -> Path:
@@ -65,7 +77,7 @@ def test_form_upload_builds_and_page_follows_it(farm, tiny_image, page, tmp_path
     page.check("input[value=archive]")
     page.set_input_files("#archive", str(archive))
     page.fill("#tags", "browser/demo:1")
-    page.click("button[type=submit]")
+    page.click("form.submit button[type=submit]")
     expect(page.locator("#state")).to_have_text("succeeded", timeout=120_000)
     expect(page.locator("#log")).to_contain_text("from-the-browser")
     expect(page.locator("#image")).to_contain_text("browser/demo:1@sha256:")
@@ -80,7 +92,25 @@ def test_form_upload_builds_and_page_follows_it(farm, tiny_image, page, tmp_path
 def test_invalid_form_shows_error_beside_field_and_queues_nothing(farm, page):
     page.goto(f"{farm.web_url}/builds/new")
     page.fill("#git_url", "ext::sh%20-c%20id")
-    page.click("button[type=submit]")
+    page.click("form.submit button[type=submit]")
     expect(page.locator("#git_url-error")).to_contain_text("http(s)://")
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SCREENSHOTS / "form-error.png"), full_page=True)
+
+
+def test_pages_ask_for_a_token_then_return_where_you_were(farm, anonymous):
+    anonymous.goto(f"{farm.web_url}/builds/new")
+    expect(anonymous.locator("h1")).to_have_text("Sign in")
+    anonymous.fill("#token", "farm_0123456789ab_" + "x" * 43)
+    anonymous.click("button[type=submit]")
+    expect(anonymous.locator("#token-error")).to_contain_text("not known")
+    anonymous.fill("#token", farm.stack.create_token("viewer", ["read"]))
+    anonymous.click("button[type=submit]")
+    # Back where it started, but a read token may not start builds.
+    expect(anonymous.locator("main")).to_contain_text("needs a token with the 'submit'")
+    anonymous.goto(f"{farm.web_url}/")
+    expect(anonymous.locator("form.who")).to_contain_text("viewer · read")
+    anonymous.click("form.who button")
+    expect(anonymous.locator("h1")).to_have_text("Sign in")
+    anonymous.goto(f"{farm.web_url}/")
+    expect(anonymous.locator("h1")).to_have_text("Sign in")

@@ -10,7 +10,6 @@ from collections.abc import Iterator
 
 import docker
 import pytest
-import requests
 
 from farm.local.engine import EngineLayout, LocalEngine
 from farm.local.stack import Node
@@ -90,7 +89,7 @@ def project_archive(base: str, token: str, app: str) -> bytes:
 
 
 def build_on(web_url: str, archive: bytes, farm) -> dict:
-    response = requests.post(
+    response = farm.http.post(
         f"{web_url}/api/v1/builds",
         timeout=30,
         data={"tags": "shared/cache-test:1"},
@@ -99,17 +98,15 @@ def build_on(web_url: str, archive: bytes, farm) -> dict:
     assert response.status_code == 202, response.text
     build = farm.wait_for(response.json()["id"])
     assert build["state"] == "succeeded", build["error"]
-    return wait_until_cache_shared(web_url, build)
+    return wait_until_cache_shared(web_url, build, farm.http)
 
 
-def wait_until_cache_shared(web_url: str, build: dict) -> dict:
+def wait_until_cache_shared(web_url: str, build: dict, http) -> dict:
     """Sharing the cache follows the reported success; wait for it to finish."""
     deadline = time.monotonic() + 120
     while build["cache_state"] == "exporting" and time.monotonic() < deadline:
         time.sleep(0.2)
-        build = requests.get(
-            f"{web_url}/api/v1/builds/{build['id']}", timeout=10
-        ).json()
+        build = http.get(f"{web_url}/api/v1/builds/{build['id']}", timeout=10).json()
     assert build["cache_state"] in ("shared", None), build["cache_state"]
     return build
 

@@ -10,7 +10,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import requests
 
 from farm.local.stack import LocalFarm, Node
 from tests.conftest import ARTIFACTS, farm_on_session_services
@@ -54,8 +53,9 @@ def slow_source(base: str, marker: str) -> bytes:
 
 def test_build_of_killed_worker_is_rerun_on_the_other(two_node_farm, tiny_image):
     api = f"{two_node_farm.web_url}/api/v1/builds"
+    http = two_node_farm.api_session()
     marker = f"marker-{time.time_ns()}"
-    build_id = requests.post(
+    build_id = http.post(
         api,
         timeout=30,
         files={"archive": ("s.tar.gz", slow_source(tiny_image, marker))},
@@ -63,8 +63,8 @@ def test_build_of_killed_worker_is_rerun_on_the_other(two_node_farm, tiny_image)
     deadline = time.monotonic() + 60
     build = {}
     while time.monotonic() < deadline:
-        build = requests.get(f"{api}/{build_id}", timeout=10).json()
-        log = requests.get(f"{api}/{build_id}/log", timeout=10).json()["lines"]
+        build = http.get(f"{api}/{build_id}", timeout=10).json()
+        log = http.get(f"{api}/{build_id}/log", timeout=10).json()["lines"]
         if build["state"] == "running" and any(marker in line for line in log):
             break
         time.sleep(0.2)
@@ -77,7 +77,7 @@ def test_build_of_killed_worker_is_rerun_on_the_other(two_node_farm, tiny_image)
 
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
-        build = requests.get(f"{api}/{build_id}", timeout=10).json()
+        build = http.get(f"{api}/{build_id}", timeout=10).json()
         if build["state"] in {"succeeded", "failed", "cancelled"}:
             break
         time.sleep(0.5)
@@ -85,6 +85,6 @@ def test_build_of_killed_worker_is_rerun_on_the_other(two_node_farm, tiny_image)
     assert build["attempts"] == 2
     assert build["worker"] != first_worker
     assert time.monotonic() - killed_at < 60
-    log = requests.get(f"{api}/{build_id}/log", timeout=10).json()["lines"]
+    log = http.get(f"{api}/{build_id}/log", timeout=10).json()["lines"]
     assert any("stopped answering" in line for line in log)
     assert Path(victim.log_path).exists()
