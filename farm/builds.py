@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Callable, Mapping
+import time
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,6 +30,7 @@ logger = logging.getLogger(__name__)
 
 
 ACTIVE_STATES = (BuildState.QUEUED, BuildState.RUNNING)
+FOLLOW_POLL_SECONDS = 0.5
 SUBMIT_LOCK_SECONDS = 30
 
 
@@ -245,9 +247,70 @@ class BuildService:
         """Log lines from ``start`` on, and whether the build has ended."""
         build = self.ledger.get(build_id)
         if BuildState(build.state).final:
-            text = self.ledger.log_text(build_id) or ""
-            return text.splitlines()[start:], True
+            return log_lines(self.ledger.log_text(build_id))[start:], True
         return self.live.read_log(build_id, start=start), False
+
+    def follow_log(
+        self,
+        build_id: str,
+        *,
+        start: int = 0,
+        poll_seconds: float = FOLLOW_POLL_SECONDS,
+    ) -> Iterator[LogEvent | None]:
+        """Events of a build as it goes on, from log line ``start``: each new line,
+        its progress whenever that changes, and a last ``end`` event once it ended.
+        Yields None after a quiet poll, so a caller can keep its connection alive."""
+        position = start
+        last_progress: dict[str, Any] | None = None
+        while True:
+            build = self.ledger.get(build_id)
+            ended = BuildState(build.state).final
+            if ended:
+                lines = log_lines(self.ledger.log_text(build_id))[position:]
+            else:
+                lines = self.live.read_log(build_id, start=position)
+            for line in lines:
+                position += 1
+                yield LogEvent("line", line, position)
+            progress = build_progress(build)
+            if progress != last_progress:
+                last_progress = progress
+                yield LogEvent("progress", progress, position)
+            if ended:
+                yield LogEvent("end", build, position)
+                return
+            if not lines:
+                yield None
+            time.sleep(poll_seconds)
+
+
+@dataclass(frozen=True)
+class LogEvent:
+    """One thing a follower of a build learns: a log ``line``, its ``progress``, or
+    its ``end`` (with the final Build record); ``position`` is the log line to
+    resume from after it."""
+
+    kind: str
+    data: Any
+    position: int
+
+
+def log_lines(text: str | None) -> list[str]:
+    """A stored log's lines, split only at newlines, as they were written."""
+    if not text:
+        return []
+    return text.removesuffix("\n").split("\n")
+
+
+def build_progress(build: Build) -> dict[str, Any]:
+    """How far a build is: its state and its Dockerfile steps done and cached."""
+    steps = [step for step in build.steps or [] if counts_as_build_step(step)]
+    return {
+        "state": build.state,
+        "steps_done": sum(1 for step in steps if step.get("completed_at")),
+        "steps_cached": sum(1 for step in steps if step.get("cached")),
+        "steps_total": len(steps),
+    }
 
 
 def _iso(moment: Any) -> str | None:

@@ -19,6 +19,9 @@ from farm.errors import FarmError
 
 logger = logging.getLogger(__name__)
 
+# A followed build sends at least a keep-alive every 15 s.
+STREAM_READ_TIMEOUT_SECONDS = 60
+
 
 class ApiError(FarmError):
     """The farm answered with an error, or could not be reached."""
@@ -111,18 +114,25 @@ class FarmClient:
                 f"({type(exc).__name__}); is it running?",
                 code="unreachable",
             ) from exc
+        if response.status_code >= 400:
+            self._raise_for(response)
+        try:
+            return response.json()
+        except ValueError:
+            return None
+
+    @staticmethod
+    def _raise_for(response: requests.Response) -> None:
         try:
             body = response.json()
         except ValueError:
             body = None
-        if response.status_code >= 400:
-            error = (body or {}).get("error", {}) if isinstance(body, dict) else {}
-            raise ApiError(
-                error.get("message") or f"HTTP {response.status_code}",
-                code=error.get("code", "http_error"),
-                status=response.status_code,
-            )
-        return body
+        error = (body or {}).get("error", {}) if isinstance(body, dict) else {}
+        raise ApiError(
+            error.get("message") or f"HTTP {response.status_code}",
+            code=error.get("code", "http_error"),
+            status=response.status_code,
+        )
 
     def submit_git(
         self, url: str, ref: str, options: Mapping[str, Any]
@@ -209,16 +219,78 @@ class FarmClient:
     def log(self, build_id: str, *, start: int = 0) -> dict[str, Any]:
         return self._call("GET", f"/builds/{build_id}/log", params={"start": start})
 
-    def follow_log(self, build_id: str, *, poll_seconds: float = 1.0) -> Iterator[str]:
+    def follow_log(self, build_id: str) -> Iterator[str]:
         """Yield log lines as they arrive until the build ends."""
-        start = 0
+        for kind, data in self.follow(build_id):
+            if kind == "line":
+                yield data
+
+    def follow(
+        self, build_id: str, *, start: int = 0, reconnects: int = 5
+    ) -> Iterator[tuple[str, Any]]:
+        """Follow the build's Server-Sent Events: ("line", text), ("progress",
+        {...}) and last ("end", build). A dropped connection is resumed from the
+        last line received, a few times."""
+        position, failures = start, 0
         while True:
-            chunk = self.log(build_id, start=start)
-            yield from chunk["lines"]
-            start = chunk["next"]
-            if chunk["finished"]:
-                return
-            time.sleep(poll_seconds)
+            try:
+                for kind, event_id, data in self._events(build_id, position):
+                    failures = 0
+                    if event_id.isdigit():
+                        position = int(event_id)
+                    yield kind, data if kind == "line" else json.loads(data)
+                    if kind == "end":
+                        return
+            except (requests.RequestException, ApiError) as exc:
+                if isinstance(exc, ApiError) and exc.code != "unreachable":
+                    raise
+                failures += 1
+                if failures > reconnects:
+                    raise ApiError(
+                        f"Lost the log stream of build {build_id} from "
+                        f"{self.server_url}.",
+                        code="unreachable",
+                    ) from exc
+                logger.debug("build=%s: log stream dropped, resuming", build_id)
+                time.sleep(min(2**failures, 10))
+
+    def _events(self, build_id: str, start: int) -> Iterator[tuple[str, str, str]]:
+        """The raw (event, id, data) triples of one streaming response."""
+        url = f"{self.server_url}/api/v1/builds/{build_id}/log"
+        try:
+            response = self.session.get(
+                url,
+                params={"follow": 1, "start": start},
+                headers={"Accept": "text/event-stream"},
+                stream=True,
+                timeout=(self.timeout_seconds, STREAM_READ_TIMEOUT_SECONDS),
+            )
+        except requests.RequestException as exc:
+            raise ApiError(
+                f"Could not reach the farm at {self.server_url}.", code="unreachable"
+            ) from exc
+        with response:
+            if response.status_code >= 400:
+                self._raise_for(response)
+            kind, event_id, data = "message", "", list[str]()
+            for line in response.iter_lines():
+                raw = line.decode("utf-8", "replace")
+                if raw == "":
+                    if data:
+                        yield kind, event_id, "\n".join(data)
+                    kind, event_id, data = "message", "", list[str]()
+                elif raw.startswith(":"):
+                    continue
+                else:
+                    field, _, value = raw.partition(":")
+                    value = value.removeprefix(" ")
+                    if field == "event":
+                        kind = value
+                    elif field == "id":
+                        event_id = value
+                    elif field == "data":
+                        data.append(value)
+        raise requests.ConnectionError("the log stream ended before the build")
 
     def wait(self, build_id: str, *, poll_seconds: float = 1.0) -> dict[str, Any]:
         """Poll until the build reaches a final state, and return it."""

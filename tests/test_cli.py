@@ -43,6 +43,8 @@ def test_submit_folder_waits_and_prints_digest(farm, tiny_image, tmp_path: Path)
     assert done.returncode == 0, done.stderr
     assert f"{farm.registry}/cli/greet:1@sha256:" in done.stdout
     assert "RUN echo hi > /g" in done.stderr  # the followed log
+    # Off a terminal, the progress line is printed at each change of state.
+    assert "[succeeded] 2/2 steps done, " in done.stderr
 
 
 def test_failed_build_exits_one_and_names_the_line(farm, tiny_image, tmp_path: Path):

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import time
+from collections.abc import Iterator
 from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify, request, url_for
@@ -17,6 +19,8 @@ from farm.models import BuildState
 blueprint = Blueprint("api", __name__, url_prefix="/api/v1")
 
 MAX_PAGE_SIZE = 200
+SSE_RETRY_MS = 2000
+SSE_KEEPALIVE_SECONDS = 15
 JSON_FIELDS = {
     "reuse",
     "queue",
@@ -160,7 +164,16 @@ def get_build(build_id: str) -> Any:
 
 @blueprint.get("/builds/<build_id>/log")
 def get_log(build_id: str) -> Any:
+    """The log from line ``start``: JSON, plain text, or with ``follow=1`` (or
+    ``Accept: text/event-stream``) Server-Sent Events until the build ends."""
     start = _int_arg("start", 0, maximum=10**9)
+    if parse_flag(request.args.get("follow"), field="follow") or (
+        request.accept_mimetypes.best == "text/event-stream"
+    ):
+        resume = request.headers.get("Last-Event-ID", "")
+        if resume.isdigit():
+            start = int(resume)
+        return stream_log(build_id, start)
     lines, finished = service().read_log(build_id, start=start)
     if request.args.get("format") == "text":
         response = Response(
@@ -175,6 +188,38 @@ def get_log(build_id: str) -> Any:
         "next": start + len(lines),
         "finished": finished,
     }
+
+
+def stream_log(build_id: str, start: int) -> Response:
+    """Server-Sent Events: ``line`` events whose id is the line to resume from,
+    ``progress`` events, and a last ``end`` event with the build's JSON."""
+    builds = service()
+    builds.ledger.get(build_id)  # a 404 now, not inside the stream
+    url = base_url()
+
+    def events() -> Iterator[str]:
+        yield f"retry: {SSE_RETRY_MS}\n\n"
+        quiet_since = time.monotonic()
+        for event in builds.follow_log(build_id, start=start):
+            if event is None:
+                if time.monotonic() - quiet_since >= SSE_KEEPALIVE_SECONDS:
+                    quiet_since = time.monotonic()
+                    yield ": still running\n\n"
+                continue
+            quiet_since = time.monotonic()
+            if event.kind == "line":
+                data = event.data.replace("\r", "")
+            elif event.kind == "end":
+                data = json.dumps(describe_build(event.data, base_url=url))
+            else:
+                data = json.dumps(event.data)
+            yield f"event: {event.kind}\nid: {event.position}\ndata: {data}\n\n"
+
+    return Response(
+        events(),
+        mimetype="text/event-stream",
+        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+    )
 
 
 @blueprint.post("/builds/<build_id>/cancel")

@@ -48,18 +48,60 @@ def fail(exc: ApiError) -> None:
 
 
 def follow(client: FarmClient, build: dict[str, Any]) -> dict[str, Any]:
-    """Print the build's log as it grows and return the build once it ended."""
+    """Print the build's log as it grows, with a progress line on a terminal, and
+    return the build once it ended."""
+    progress = ProgressLine(live=sys.stderr.isatty())
     try:
-        for line in client.follow_log(build["id"]):
-            click.echo(line, err=True)
-        return client.wait(build["id"])
+        for kind, data in client.follow(build["id"]):
+            if kind == "line":
+                progress.clear()
+                click.echo(data, err=True)
+                progress.draw()
+            elif kind == "progress":
+                progress.update(data)
+            elif kind == "end":
+                progress.clear()
+                return dict(data)
     except KeyboardInterrupt:
+        progress.clear()
         click.echo(
             f"\nStopped following; the build goes on. To stop it: "
             f"farm cancel {build['id']}",
             err=True,
         )
         sys.exit(EXIT_INTERRUPTED)
+    finally:
+        progress.clear()
+    return client.get(build["id"])
+
+
+class ProgressLine:
+    """``state · steps done/total · cached`` kept on the terminal's last line; off a
+    terminal, a line each time the state changes."""
+
+    def __init__(self, *, live: bool) -> None:
+        self.live = live
+        self.text = ""
+        self.state = ""
+
+    def update(self, progress: dict[str, Any]) -> None:
+        self.text = (
+            f"[{progress['state']}] {progress['steps_done']}/{progress['steps_total']} "
+            f"steps done, {progress['steps_cached']} cached"
+        )
+        if self.live:
+            self.draw()
+        elif progress["state"] != self.state:
+            click.echo(self.text, err=True)
+        self.state = progress["state"]
+
+    def draw(self) -> None:
+        if self.live and self.text:
+            click.echo(f"\r\x1b[K{self.text}", err=True, nl=False)
+
+    def clear(self) -> None:
+        if self.live and self.text:
+            click.echo("\r\x1b[K", err=True, nl=False)
 
 
 def looks_like_git_url(source: str) -> bool:
@@ -99,7 +141,13 @@ def _summary(build: dict[str, Any]) -> str:
 @click.option("--target", default=None, help="Stage to build.")
 @click.option("--tag", "-t", "tags", multiple=True, help="Image name[:tag] to push.")
 @click.option("--build-arg", "build_args", multiple=True, help="NAME=value.")
-@click.option("--wait", is_flag=True, help="Follow the log and wait for the end.")
+@click.option(
+    "--follow",
+    "--wait",
+    "wait",
+    is_flag=True,
+    help="Follow the log live with a progress line; exit 1 if the build fails.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the build as JSON.")
 @click.option("--quiet", "-q", is_flag=True, help="Print only the build id.")
 @click.option(

@@ -37,7 +37,12 @@ class WebServer(BaseApplication):  # type: ignore[misc]
     envvar="FARM_WEB_BIND",
     help="Address and port to listen on.",
 )
-@click.option("--threads", default=16, show_default=True)
+@click.option(
+    "--threads",
+    default=64,
+    show_default=True,
+    help="Requests served at once; each live log a browser or CLI follows holds one.",
+)
 def web(bind: str, threads: int) -> None:
     """Serve the web pages, the API and /metrics."""
     from web.app import create_app

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import io
+import re
 import tarfile
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -114,3 +116,31 @@ def test_pages_ask_for_a_token_then_return_where_you_were(farm, anonymous):
     expect(anonymous.locator("h1")).to_have_text("Sign in")
     anonymous.goto(f"{farm.web_url}/")
     expect(anonymous.locator("h1")).to_have_text("Sign in")
+
+
+def test_live_log_arrives_while_running_and_cancel_stops_it(
+    farm, tiny_image, page, tmp_path
+):
+    word = uuid.uuid4().hex
+    archive = source_archive(
+        tmp_path,
+        f"FROM {tiny_image}\nRUN echo started-{word} && sleep 60 && echo never\n",
+    )
+    page.goto(f"{farm.web_url}/builds/new")
+    page.check("input[value=archive]")
+    page.set_input_files("#archive", str(archive))
+    page.click("form.submit button[type=submit]")
+    # The step's output line, not the line naming the RUN command.
+    output = re.compile(rf"#\d+ [\d.]+ started-{word}")
+    log_line = page.locator("#log span", has_text=output)
+    expect(log_line.first).to_be_visible(timeout=60_000)
+    expect(page.locator("#state")).to_have_text("running")
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / "live-log.png"), full_page=True)
+
+    page.click("#cancel-form button")
+    expect(page.locator("#state")).to_have_text("cancelled", timeout=30_000)
+    never = page.locator("#log span", has_text=re.compile(r"#\d+ [\d.]+ never"))
+    expect(never).to_have_count(0)
+    expect(page.locator("#log")).to_contain_text("Build cancelled.")
+    page.screenshot(path=str(SCREENSHOTS / "cancelled.png"), full_page=True)

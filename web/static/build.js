@@ -1,11 +1,11 @@
-// Follows a build on its page: appends new log lines and refreshes state and steps
-// until the build ends. Plain polling of the JSON API, once a second.
+// Follows a build on its page: the log arrives live as Server-Sent Events (the
+// browser resumes a dropped stream from the last line it got), and the state, stages
+// and steps are refreshed from the JSON API when the build makes progress.
 (function () {
   "use strict";
   const root = document.getElementById("build");
   if (!root) return;
   const logBox = document.getElementById("log");
-  let nextLine = 0;
   let finished = false;
 
   function text(id, value) {
@@ -96,21 +96,29 @@
     if (atBottom) window.scrollTo(0, document.body.scrollHeight);
   }
 
-  async function poll() {
+  async function refresh() {
     try {
-      const logResponse = await fetch(root.dataset.log + "?start=" + nextLine);
-      if (logResponse.ok) {
-        const log = await logResponse.json();
-        appendLog(log.lines);
-        nextLine = log.next;
-        finished = log.finished;
-      }
-      const buildResponse = await fetch(root.dataset.api);
-      if (buildResponse.ok) renderBuild(await buildResponse.json());
+      const response = await fetch(root.dataset.api);
+      if (response.ok && !finished) renderBuild(await response.json());
     } catch (err) {
-      // The farm may be restarting; keep trying.
+      // The farm may be restarting; the next refresh tries again.
     }
-    if (!finished) setTimeout(poll, 1000);
   }
-  poll();
+
+  function follow() {
+    const source = new EventSource(root.dataset.log + "?follow=1&start=0");
+    source.addEventListener("line", (event) => {
+      appendLog([event.data]);
+    });
+    source.addEventListener("progress", refresh);
+    source.addEventListener("end", (event) => {
+      finished = true;
+      source.close();
+      renderBuild(JSON.parse(event.data));
+      root.dataset.followed = "ended";
+    });
+    // A queued build's place in the queue changes without any progress event.
+    const timer = setInterval(() => (finished ? clearInterval(timer) : refresh()), 3000);
+  }
+  follow();
 })();

@@ -1,0 +1,99 @@
+"""Following a build's log live over Server-Sent Events, against the real farm."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+
+import pytest
+
+from tests.test_end_to_end import archive_of
+
+pytestmark = pytest.mark.integration
+
+SLOW = """\
+FROM {base}
+RUN echo first-{word} && sleep 4 && echo second-{word}
+"""
+
+
+def submit_slow(farm, tiny_image, tmp_path) -> tuple[str, str]:
+    word = uuid.uuid4().hex
+    (tmp_path / "Dockerfile").write_text(SLOW.format(base=tiny_image, word=word))
+    response = farm.http.post(
+        farm.api("/builds"),
+        timeout=30,
+        files={"archive": ("s.tar.gz", archive_of(tmp_path))},
+    )
+    assert response.status_code == 202, response.text
+    return response.json()["id"], word
+
+
+def read_events(response, *, until: str = "end"):
+    """Parse a text/event-stream response into (event, id, data, seconds) tuples."""
+    started = time.monotonic()
+    kind, event_id, data = "message", "", []
+    for raw in response.iter_lines():
+        line = raw.decode()
+        if line == "":
+            if data:
+                yield kind, event_id, "\n".join(data), time.monotonic() - started
+                if kind == until:
+                    return
+            kind, event_id, data = "message", "", []
+        elif not line.startswith(":"):
+            field, _, value = line.partition(":")
+            value = value.removeprefix(" ")
+            if field == "event":
+                kind = value
+            elif field == "id":
+                event_id = value
+            elif field == "data":
+                data.append(value)
+
+
+def test_log_lines_arrive_while_the_build_runs(farm, tiny_image, tmp_path):
+    build_id, word = submit_slow(farm, tiny_image, tmp_path)
+    with farm.http.get(
+        farm.api(f"/builds/{build_id}/log?follow=1"), stream=True, timeout=120
+    ) as response:
+        assert response.status_code == 200
+        assert response.headers["Content-Type"].startswith("text/event-stream")
+        events = list(read_events(response))
+
+    # The step's output lines, not the line naming the RUN command.
+    output = [(d, at) for k, _, d, at in events if k == "line" and "echo" not in d]
+    first = next(at for data, at in output if data.endswith(f"first-{word}"))
+    second = next(at for data, at in output if data.endswith(f"second-{word}"))
+    assert second - first >= 3  # the first line came while the step still slept
+    ids = [int(event_id) for kind, event_id, _, _ in events if kind == "line"]
+    assert ids == list(range(1, len(ids) + 1))
+    states = [json.loads(d)["state"] for k, _, d, _ in events if k == "progress"]
+    assert "running" in states and states[-1] == "succeeded"
+    kind, _, data, _ = events[-1]
+    assert kind == "end" and json.loads(data)["state"] == "succeeded"
+    assert json.loads(data)["url"].startswith(farm.web_url)
+
+
+def test_a_reconnect_resumes_from_the_last_line(farm, tiny_image, tmp_path):
+    build_id, _ = submit_slow(farm, tiny_image, tmp_path)
+    whole = farm.http.get(
+        farm.api(f"/builds/{build_id}/log?follow=1"), stream=True, timeout=120
+    )
+    lines = [d for k, _, d, _ in read_events(whole) if k == "line"]
+    assert len(lines) > 3
+    resumed = farm.http.get(
+        farm.api(f"/builds/{build_id}/log"),
+        headers={"Accept": "text/event-stream", "Last-Event-ID": "3"},
+        stream=True,
+        timeout=30,
+    )
+    again = [d for k, _, d, _ in read_events(resumed) if k == "line"]
+    assert again == lines[3:]
+
+
+def test_following_an_unknown_build_is_a_404(farm):
+    response = farm.http.get(farm.api("/builds/nope/log?follow=1"), timeout=10)
+    assert response.status_code == 404
+    assert response.json()["error"]["code"] == "not_found"
