@@ -13,6 +13,7 @@ from farm.archives import DEFAULT_MAX_UNPACKED_BYTES, check_archive, require_pat
 from farm.buildspec import (
     ArchiveSource,
     BuildSpec,
+    GitSource,
     clean_priority,
     clean_queue,
     input_key,
@@ -20,6 +21,7 @@ from farm.buildspec import (
     parse_spec,
     redact_url,
 )
+from farm.destinations import DestinationPolicy
 from farm.errors import Conflict, InvalidRequest, StoreUnavailable
 from farm.ledger import BuildLedger, as_utc, counts_as_build_step
 from farm.livestate import LiveState
@@ -64,6 +66,7 @@ class BuildService:
         max_archive_bytes: int = 256 * 1024 * 1024,
         max_source_bytes: int = DEFAULT_MAX_UNPACKED_BYTES,
         resolve_ref: Callable[[str, str], str | None] | None = None,
+        destinations: DestinationPolicy | None = None,
     ) -> None:
         self.ledger = ledger
         self.queue = queue
@@ -73,6 +76,7 @@ class BuildService:
         self.max_archive_bytes = max_archive_bytes
         self.max_source_bytes = max_source_bytes
         self.resolve_ref = resolve_ref
+        self.destinations = destinations or DestinationPolicy()
 
     def submit_git(
         self, options: Mapping[str, Any], *, url: Any, ref: Any, reuse: bool = False
@@ -85,8 +89,13 @@ class BuildService:
         source = parse_git_source(url, ref, allow_file_urls=self.allow_file_urls)
         spec = parse_spec(options, source)
         route = self.route(options)  # every check before git is asked anything
-        commit = self.resolve_ref(source.url, source.ref) if self.resolve_ref else None
+        commit = self.resolve_commit(source)
         return self.submit(spec, route, commit=commit, reuse=reuse)
+
+    def resolve_commit(self, source: GitSource) -> str | None:
+        """The commit the ref names now, once the farm may reach the git host."""
+        self.destinations.check_url(source.url, field="git_url")
+        return self.resolve_ref(source.url, source.ref) if self.resolve_ref else None
 
     def submit_archive(
         self,

@@ -38,6 +38,10 @@ class Settings:
     cache_image_days: int = 14
     retention_interval_seconds: int = 3600
     allow_file_urls: bool = False
+    # The git hosts requests may name (farm.destinations); empty: any host that
+    # does not resolve to an internal address, or any at all with the next one.
+    git_hosts: str = ""
+    private_destinations: bool = False
     # Started beside a group's images to ask their ports; needs sh, printf, nc, head.
     smoke_probe_image: str = "farm-base/busybox:latest"
     log_level: str = "INFO"

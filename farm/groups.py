@@ -61,11 +61,7 @@ class GroupService:
             allow_file_urls=self.builds.allow_file_urls,
         )
         images, smoke = self._validate(payload, source)
-        commit = (
-            self.builds.resolve_ref(source.url, source.ref)
-            if self.builds.resolve_ref
-            else None
-        )
+        commit = self.builds.resolve_commit(source)
         return self._submit(payload, images, smoke, commit=commit)
 
     def submit_archive(self, payload: Mapping[str, Any], content: bytes) -> BuildGroup:

@@ -195,7 +195,8 @@ def farm_on_session_services(
         web_port=free_port(),
         nodes=nodes,
         database_url=postgres_url,
-        extra_env={"FARM_SECRET_KEY": "test", **env},
+        # The tests' git daemon listens on loopback; no other host is reachable.
+        extra_env={"FARM_SECRET_KEY": "test", "FARM_GIT_HOSTS": "127.0.0.1", **env},
     )
 
 

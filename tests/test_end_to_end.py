@@ -629,3 +629,14 @@ def test_cancelling_a_group_cancels_its_waiting_images(farm, tiny_image, tmp_pat
     ).json()
     assert cancelled["state"] == "cancelled"
     assert {image["state"] for image in cancelled["images"]} == {"cancelled"}
+
+
+@pytest.mark.parametrize(
+    "url", ["https://10.1.2.3/team/app.git", "git@169.254.169.254:x.git"]
+)
+def test_git_hosts_outside_the_allow_list_are_refused(farm, url):
+    response = farm.http.post(farm.api("/builds"), json={"git_url": url}, timeout=10)
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert error["details"]["field"] == "git_url"
+    assert "only reaches the hosts 127.0.0.1" in error["message"]

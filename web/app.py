@@ -15,6 +15,7 @@ from werkzeug.exceptions import HTTPException
 
 from farm.builds import BuildService
 from farm.config import Settings
+from farm.destinations import DestinationPolicy
 from farm.errors import FarmError
 from farm.git import resolve_ref
 from farm.groups import GroupService
@@ -56,6 +57,9 @@ def create_app(settings: Settings | None = None) -> Flask:
         max_archive_bytes=settings.max_archive_bytes,
         max_source_bytes=settings.max_source_bytes,
         resolve_ref=partial(resolve_ref, allow_file=settings.allow_file_urls),
+        destinations=DestinationPolicy.from_setting(
+            settings.git_hosts, allow_private=settings.private_destinations
+        ),
     )
     app.extensions["farm"] = service
     app.extensions["farm.groups"] = GroupService(service)

@@ -14,6 +14,7 @@ from typing import IO, Any
 from farm.archives import unpack_archive
 from farm.buildspec import redact_url
 from farm.config import Settings
+from farm.destinations import DestinationPolicy
 from farm.dockerfile import parse_dockerfile
 from farm.errors import (
     AttemptLost,
@@ -82,6 +83,9 @@ class BuildRunner:
         self.live = live
         self.engine = engine
         self.cache = StageCache(engine, RegistryClient(settings.registry), live)
+        self.destinations = DestinationPolicy.from_setting(
+            settings.git_hosts, allow_private=settings.private_destinations
+        )
 
     @property
     def workspace_root(self) -> Path:
@@ -244,6 +248,7 @@ class BuildRunner:
         root = workspace / "source"
         if build.source_kind == "git":
             assert build.git_url and build.git_ref
+            self.destinations.check_url(build.git_url, field="git_url")
             log.write([f"Fetching {redact_url(build.git_url)} at {build.git_ref}"])
             commit = fetch_git(
                 build.git_url,

@@ -1,0 +1,97 @@
+"""Which hosts the farm may be told to reach: git remotes named in requests.
+
+A request must not turn the farm into a way in to its own network: by default a git
+URL whose host resolves to a loopback, private, link-local (cloud metadata),
+multicast or otherwise reserved address is refused. An operator either lists the
+hosts requests may name (``FARM_GIT_HOSTS``: names, ``*.suffix`` patterns, addresses
+or networks; nothing else is reached, and nothing is looked up to refuse it) or lets
+private addresses through (``FARM_PRIVATE_DESTINATIONS``) for an internal git server.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from farm.errors import InvalidRequest
+
+Resolver = Callable[[str], list[str]]
+
+
+def resolve(host: str) -> list[str]:
+    """Every address ``host`` resolves to (empty if it does not resolve)."""
+    try:
+        answers = socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
+    except (OSError, UnicodeError):
+        return []
+    return sorted({str(answer[4][0]) for answer in answers})
+
+
+def url_host(url: str) -> str:
+    """The host of a git URL, including git's ``user@host:path`` form."""
+    if "://" not in url and "@" in url.split(":", 1)[0]:
+        return url.split("@", 1)[1].split(":", 1)[0].strip("[]").lower()
+    return (urlsplit(url).hostname or "").lower()
+
+
+def is_internal(address: str) -> bool:
+    ip = ipaddress.ip_address(address.split("%", 1)[0])
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
+        ip = ip.ipv4_mapped
+    return not ip.is_global or ip.is_multicast
+
+
+@dataclass(frozen=True)
+class DestinationPolicy:
+    allowed_hosts: Sequence[str] = ()
+    allow_private: bool = False
+    resolver: Resolver = resolve
+
+    @classmethod
+    def from_setting(
+        cls, hosts: str, *, allow_private: bool = False
+    ) -> DestinationPolicy:
+        allowed = tuple(h.strip().lower() for h in hosts.split(",") if h.strip())
+        return cls(allowed_hosts=allowed, allow_private=allow_private)
+
+    def check_url(self, url: str, *, field: str) -> None:
+        """Raise InvalidRequest unless the farm may reach the URL's host."""
+        host = url_host(url)
+        if not host:
+            return  # file:// URLs, where allowed, have no host
+        if self.allowed_hosts:
+            if not any(_matches(host, pattern) for pattern in self.allowed_hosts):
+                allowed = ", ".join(self.allowed_hosts)
+                raise InvalidRequest(
+                    f"This farm only reaches the hosts {allowed}; "
+                    f"{host!r} is not one of them.",
+                    field=field,
+                )
+            return
+        if self.allow_private:
+            return
+        addresses = self.resolver(host)
+        if not addresses:
+            raise InvalidRequest(f"The host {host!r} does not resolve.", field=field)
+        internal = [address for address in addresses if is_internal(address)]
+        if internal:
+            raise InvalidRequest(
+                f"The host {host!r} resolves to an internal address ({internal[0]}); "
+                "this farm does not reach loopback, private or link-local addresses "
+                "unless its operator allows them.",
+                field=field,
+            )
+
+
+def _matches(host: str, pattern: str) -> bool:
+    if pattern.startswith("*."):
+        return host.endswith(pattern[1:])
+    if "/" in pattern:
+        try:
+            return ipaddress.ip_address(host) in ipaddress.ip_network(pattern)
+        except ValueError:
+            return False
+    return host == pattern
