@@ -14,6 +14,7 @@ from farm.buildspec import (
     ArchiveSource,
     BuildSpec,
     GitSource,
+    Source,
     clean_priority,
     clean_queue,
     input_key,
@@ -191,6 +192,34 @@ class BuildService:
             self.ledger.discard(build.id)
             raise
         return build
+
+    def retry(self, build_id: str) -> Submission:
+        """A new build of an ended build's inputs: the same commit or archive, build
+        options, tags, queue and priority. It joins an identical build in progress."""
+        build = self.ledger.get(build_id)
+        if not BuildState(build.state).final:
+            raise Conflict(
+                f"Build {build_id} is still {build.state}; retry it once it ended.",
+                state=build.state,
+            )
+        source: Source
+        if build.source_kind == "git":
+            source = GitSource(url=build.git_url or "", ref=build.git_ref or "HEAD")
+            self.destinations.check_url(source.url, field="git_url")
+        else:
+            source = ArchiveSource(sha256=build.archive_sha256 or "", size_bytes=0)
+        spec = BuildSpec(
+            source=source,
+            context=build.context,
+            dockerfile=build.dockerfile,
+            target=build.target,
+            build_args=dict(build.build_args or {}),
+            tags=tuple(build.tags or ()),
+        )
+        route = self.route({"queue": build.queue, "priority": build.priority})
+        submission = self.submit(spec, route, commit=build.git_commit)
+        logger.info("build=%s: retried as %s", build_id, submission.build.id)
+        return submission
 
     def cancel(self, build_id: str) -> Build:
         """Cancel a queued build at once, or ask the worker to stop a running one."""

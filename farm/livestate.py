@@ -168,6 +168,20 @@ class LiveState:
         except redis.RedisError:
             return False
 
+    def remember(self, name: str, value: dict[str, Any], *, seconds: int) -> None:
+        """Keep a small JSON value for ``seconds`` (answers to idempotent requests)."""
+        try:
+            self.client.set(f"farm:memo:{name}", json.dumps(value), ex=seconds)
+        except redis.RedisError as exc:
+            raise StoreUnavailable("Redis could not be reached.") from exc
+
+    def recall(self, name: str) -> dict[str, Any] | None:
+        try:
+            raw = self.client.get(f"farm:memo:{name}")
+        except redis.RedisError as exc:
+            raise StoreUnavailable("Redis could not be reached.") from exc
+        return json.loads(raw) if raw else None
+
     def record_report(self, kind: str, worker: str, report: dict[str, Any]) -> None:
         try:
             self.client.set(f"farm:report:{kind}:{worker}", json.dumps(report))

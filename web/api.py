@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
-from flask import Blueprint, Response, current_app, jsonify, request, url_for
+from flask import Blueprint, Response, current_app, g, jsonify, request, url_for
 from werkzeug.datastructures import MultiDict
 
 from farm.builds import BuildService, Submission, describe_build
 from farm.buildspec import reject_unknown_fields
 from farm.errors import InvalidRequest
 from farm.groups import GroupService
-from farm.models import BuildState
+from farm.idempotency import IdempotencyKeys, fingerprint
+from farm.models import Build, BuildState
 
 blueprint = Blueprint("api", __name__, url_prefix="/api/v1")
 
@@ -48,7 +50,12 @@ def base_url() -> str:
 @blueprint.post("/builds")
 def submit_build() -> Any:
     """202 with a new build; 200 with the build an identical request joined or,
-    with ``reuse``, the finished build that already made this image."""
+    with ``reuse``, the finished build that already made this image. With an
+    ``Idempotency-Key``, a repeat of the request gets the first answer again."""
+    return idempotent(_submit_build, _replay_build)
+
+
+def _submit_build() -> tuple[Response, str]:
     if request.mimetype == "multipart/form-data":
         submission = submit_from_form(request.form, request.files.get("archive"))
     else:
@@ -64,13 +71,63 @@ def submit_build() -> Any:
             ref=data.get("git_ref"),
             reuse=parse_flag(data.get("reuse"), field="reuse"),
         )
-    build = submission.build
-    response = jsonify(
-        {**describe_build(build, base_url=base_url()), "submission": submission.outcome}
+    response = build_response(
+        submission.build,
+        submission.outcome,
+        status=202 if submission.created else 200,
     )
-    response.status_code = 202 if submission.created else 200
+    return response, submission.build.id
+
+
+def build_response(build: Build, outcome: str, *, status: int) -> Response:
+    response = jsonify(
+        {**describe_build(build, base_url=base_url()), "submission": outcome}
+    )
+    response.status_code = status
     response.headers["Location"] = url_for("api.get_build", build_id=build.id)
     return response
+
+
+def _replay_build(previous: dict[str, Any]) -> Response:
+    build = service().ledger.get(previous["id"])
+    return build_response(build, previous["submission"], status=previous["status"])
+
+
+def idempotent(
+    run: Callable[[], tuple[Response, str]],
+    replay: Callable[[dict[str, Any]], Response],
+) -> Response:
+    """Run a POST once per ``Idempotency-Key`` (per token); answer repeats with
+    ``replay`` of what the first one made."""
+    key = request.headers.get("Idempotency-Key")
+    if key is None:
+        return run()[0]
+    keys: IdempotencyKeys = current_app.extensions["farm.idempotency"]
+    with keys.claim(g.token.id, key, request_fingerprint()) as claim:
+        if claim.previous is not None:
+            response = replay(claim.previous)
+            response.headers["Idempotent-Replayed"] = "true"
+            return response
+        response, made = run()
+        submission = (response.get_json() or {}).get("submission")
+        claim.record(id=made, status=response.status_code, submission=submission)
+        return response
+
+
+def request_fingerprint() -> str:
+    """What this POST asks for, independent of how its body was encoded (a retried
+    multipart upload gets a new boundary)."""
+    if request.mimetype == "multipart/form-data":
+        files = {}
+        for name, upload in request.files.items():
+            files[name] = hashlib.sha256(upload.read()).hexdigest()
+            upload.seek(0)
+        form = sorted(request.form.items(multi=True))
+        return fingerprint({"path": request.path, "form": form, "files": files})
+    body = request.get_json(silent=True)
+    if body is None:
+        body = hashlib.sha256(request.get_data()).hexdigest()
+    return fingerprint({"path": request.path, "json": body})
 
 
 def parse_flag(value: Any, *, field: str) -> bool:
@@ -222,6 +279,17 @@ def stream_log(build_id: str, start: int) -> Response:
     )
 
 
+@blueprint.post("/builds/<build_id>/retry")
+def retry_build(build_id: str) -> Any:
+    """A new build of an ended build's inputs (200 if it joined one in progress)."""
+    submission = service().retry(build_id)
+    return build_response(
+        submission.build,
+        submission.outcome,
+        status=202 if submission.created else 200,
+    )
+
+
 @blueprint.post("/builds/<build_id>/cancel")
 def cancel_build(build_id: str) -> Any:
     build = service().cancel(build_id)
@@ -237,6 +305,12 @@ def list_nodes() -> Any:
 def submit_group() -> Any:
     """Several images from one source: JSON with a git source, or multipart with an
     'archive' file and a 'group' field holding the same JSON without the source."""
+    return idempotent(
+        _submit_group, lambda previous: group_response(previous["id"], status=202)
+    )
+
+
+def _submit_group() -> tuple[Response, str]:
     groups: GroupService = current_app.extensions["farm.groups"]
     if request.mimetype == "multipart/form-data":
         try:
@@ -256,9 +330,14 @@ def submit_group() -> Any:
             raise InvalidRequest("Send a JSON object with git_url and images.")
         reject_unknown_fields(payload, GROUP_FIELDS | {"git_url", "git_ref"})
         group = groups.submit_git(payload)
-    response = jsonify(groups.describe(group.id, base_url=base_url()))
-    response.status_code = 202
-    response.headers["Location"] = url_for("api.get_group", group_id=group.id)
+    return group_response(group.id, status=202), group.id
+
+
+def group_response(group_id: str, *, status: int) -> Response:
+    groups: GroupService = current_app.extensions["farm.groups"]
+    response = jsonify(groups.describe(group_id, base_url=base_url()))
+    response.status_code = status
+    response.headers["Location"] = url_for("api.get_group", group_id=group_id)
     return response
 
 

@@ -19,6 +19,7 @@ from farm.destinations import DestinationPolicy
 from farm.errors import FarmError
 from farm.git import resolve_ref
 from farm.groups import GroupService
+from farm.idempotency import IdempotencyKeys
 from farm.ledger import BuildLedger
 from farm.livestate import LiveState
 from farm.metrics import FarmCollector, make_registry
@@ -63,6 +64,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     )
     app.extensions["farm"] = service
     app.extensions["farm.groups"] = GroupService(service)
+    app.extensions["farm.idempotency"] = IdempotencyKeys(service.live)
     app.extensions["farm.settings"] = settings
     app.extensions["farm.metrics"] = make_registry(
         FarmCollector(ledger, queue, settings.queue_names)

@@ -100,3 +100,11 @@ def cancel_build(build_id: str) -> Any:
         return render_error("The form expired; reload the page and try again.", 400)
     service().cancel(build_id)
     return redirect(url_for("pages.show_build", build_id=build_id), code=303)
+
+
+@blueprint.post("/builds/<build_id>/retry")
+def retry_build(build_id: str) -> Any:
+    if not ActionForm().validate_on_submit():
+        return render_error("The form expired; reload the page and try again.", 400)
+    submission = service().retry(build_id)
+    return redirect(url_for("pages.show_build", build_id=submission.build.id), code=303)

@@ -144,3 +144,10 @@ def test_live_log_arrives_while_running_and_cancel_stops_it(
     expect(never).to_have_count(0)
     expect(page.locator("#log")).to_contain_text("Build cancelled.")
     page.screenshot(path=str(SCREENSHOTS / "cancelled.png"), full_page=True)
+
+    cancelled_url = page.url
+    page.click("#retry-form button")
+    expect(page.locator("#state")).to_have_text(re.compile("queued|running"))
+    assert page.url != cancelled_url  # the retry is a build of its own
+    page.click("#cancel-form button")
+    expect(page.locator("#state")).to_have_text("cancelled", timeout=30_000)

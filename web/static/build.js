@@ -82,6 +82,8 @@
     renderSteps(build.steps || []);
     const cancel = document.getElementById("cancel-form");
     if (cancel && !["queued", "running"].includes(build.state)) cancel.remove();
+    const retry = document.getElementById("retry-form");
+    if (retry) retry.hidden = ["queued", "running"].includes(build.state);
   }
 
   function appendLog(lines) {
