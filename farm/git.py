@@ -46,7 +46,13 @@ class GitCheckout:
             "core.hooksPath=/dev/null",
             *args,
         ]
-        env = {**os.environ, "GIT_TERMINAL_PROMPT": "0", "GIT_ASKPASS": "/bin/false"}
+        env = {
+            **os.environ,
+            "GIT_TERMINAL_PROMPT": "0",
+            "GIT_ASKPASS": "/bin/false",
+            # ssh:// and user@host: URLs: never ask for a password or a host key.
+            "GIT_SSH_COMMAND": "ssh -o BatchMode=yes -o ConnectTimeout=15",
+        }
         logger.debug("git %s", " ".join(redact_url(arg) for arg in args))
         try:
             done = subprocess.run(

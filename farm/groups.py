@@ -9,7 +9,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
-from farm.archives import check_archive
+from farm.archives import check_archive, require_paths
 from farm.builds import BuildService, describe_build
 from farm.buildspec import (
     ArchiveSource,
@@ -19,7 +19,7 @@ from farm.buildspec import (
     parse_spec,
     reject_unknown_fields,
 )
-from farm.errors import InvalidRequest, StoreUnavailable
+from farm.errors import Conflict, InvalidRequest, StoreUnavailable
 from farm.ledger import as_utc, new_build_id
 from farm.models import Build, BuildGroup, BuildState
 from farm.smoke import (
@@ -67,11 +67,16 @@ class GroupService:
     def submit_archive(self, payload: Mapping[str, Any], content: bytes) -> BuildGroup:
         if not content:
             raise InvalidRequest("The uploaded archive is empty.", field="archive")
-        check_archive(content, max_unpacked_bytes=self.builds.max_source_bytes)
+        paths = check_archive(content, max_unpacked_bytes=self.builds.max_source_bytes)
         source = ArchiveSource(
             sha256=hashlib.sha256(content).hexdigest(), size_bytes=len(content)
         )
         images, smoke = self._validate(payload, source)
+        for name, spec, _ in images:
+            with _naming(name):
+                require_paths(
+                    paths, context=spec.context, dockerfile=spec.dockerfile_in_context
+                )
         self.builds.ledger.store_archive(content)
         return self._submit(payload, images, smoke)
 
@@ -79,6 +84,8 @@ class GroupService:
         self, payload: Mapping[str, Any], source: Source
     ) -> tuple[list[tuple[str, BuildSpec, tuple[str, str]]], dict[str, Any] | None]:
         """Check every image before anything is recorded: all of them or none."""
+        if not isinstance(payload.get("name") or "", str):
+            raise InvalidRequest("The group's 'name' must be a string.", field="name")
         images = payload.get("images")
         if not isinstance(images, list) or not 1 <= len(images) <= MAX_IMAGES:
             raise InvalidRequest(
@@ -149,12 +156,19 @@ class GroupService:
         return self.builds.ledger.get_group(group.id)
 
     def cancel(self, group_id: str) -> None:
-        """Cancel every image of the group still queued or running."""
+        """Cancel every image of the group still queued or running, and its smoke
+        test unless it started; 409 if there is nothing left to cancel."""
         group = self.builds.ledger.get_group(group_id)
-        for member in group.members:
-            build = self.builds.ledger.get(member["build_id"])
-            if build.state in ("queued", "running"):
-                self.builds.cancel(build.id)
+        builds = [self.builds.ledger.get(m["build_id"]) for m in group.members]
+        active = [b for b in builds if b.state in ("queued", "running")]
+        smoke_waits = group.smoke_state in (SmokeState.PENDING, SmokeState.QUEUED)
+        if not active and not smoke_waits:
+            state = group_state(builds, group.smoke_state)
+            raise Conflict(
+                f"Group {group_id} has nothing left to cancel ({state}).", state=state
+            )
+        for build in active:
+            self.builds.cancel(build.id)
         self.builds.ledger.move_smoke_state(
             group_id,
             {SmokeState.PENDING, SmokeState.QUEUED},
@@ -175,7 +189,7 @@ class GroupService:
             "url": f"{base_url}/api/v1/groups/{group.id}",
             "name": group.name,
             "created_at": created.isoformat() if created else None,
-            "state": group_state(list(builds.values())),
+            "state": group_state(list(builds.values()), group.smoke_state),
             "finished": builds_ended and smoke_finished(group),
             "images": [
                 {
@@ -201,13 +215,18 @@ def _naming(image: str) -> Iterator[None]:
         ) from exc
 
 
-def group_state(builds: list[Build]) -> str:
-    """One state for the group: failed or cancelled once all ended and one did not
-    succeed; running while any runs; queued while all wait; else succeeded."""
+def group_state(builds: list[Build], smoke_state: str | None = None) -> str:
+    """One state for the group: running while any build runs, queued while all
+    wait; once all ended, failed or cancelled if one did not succeed; then, with a
+    smoke test, testing until it reports and failed unless it passed."""
     states = {build.state for build in builds}
     if states & {"queued", "running"}:
         return "running" if states - {"queued"} else "queued"
     for final in ("failed", "cancelled"):
         if final in states:
             return final
+    if smoke_state in (SmokeState.PENDING, SmokeState.QUEUED, SmokeState.RUNNING):
+        return "testing"
+    if smoke_state in (SmokeState.FAILED, SmokeState.ERROR):
+        return "failed"
     return "succeeded"

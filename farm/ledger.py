@@ -270,6 +270,15 @@ class BuildLedger:
             logger.info("group=%s: smoke test %s", group_id, to_state)
         return moved
 
+    def touch_smoke(self, group_id: str) -> None:
+        """Say that the node running the group's smoke test is still at it."""
+        with self._session() as session:
+            session.execute(
+                update(BuildGroup)
+                .where(BuildGroup.id == group_id, BuildGroup.smoke_state == "running")
+                .values(smoke_updated_at=utcnow())
+            )
+
     def groups_in_smoke_states(self, states: set[str]) -> list[BuildGroup]:
         query = select(BuildGroup).where(BuildGroup.smoke_state.in_(sorted(states)))
         with self._session() as session:

@@ -28,8 +28,10 @@ DEFAULT_SECONDS = 10
 MAX_SECONDS = 300
 DEFAULT_TIMEOUT = 60
 MAX_TIMEOUT = 600
-# A test still "running" this long after its own time limit lost its node.
-LOST_AFTER_SECONDS = 600
+# The node running a test beats every few seconds; silent this long, it is lost.
+BEAT_SECONDS = 5
+LOST_AFTER_SECONDS = 60
+MAX_ATTEMPTS = 2
 _PATH = re.compile(r"^/[\x21-\x7e]{0,255}$")
 
 
@@ -189,7 +191,8 @@ class GroupSmoke:
                 self.advance(group)
 
     def sweep(self, *, now: datetime | None = None) -> None:
-        """Advance every waiting group and end tests whose node was lost."""
+        """Advance every waiting group; hand a test whose node went silent to
+        another node, or end it after its last attempt."""
         now = now or utcnow()
         waiting = self.ledger.groups_in_smoke_states(
             {SmokeState.PENDING, SmokeState.RUNNING}
@@ -198,30 +201,40 @@ class GroupSmoke:
             if group.smoke_state == SmokeState.PENDING:
                 self.advance(group)
             elif _lost(group, now):
-                self.ledger.move_smoke_state(
-                    group.id,
-                    {SmokeState.RUNNING},
-                    SmokeState.ERROR,
-                    result={
-                        "error": {
-                            "code": "smoke_lost",
-                            "message": "The node running the smoke test stopped "
-                            "answering before it reported.",
-                        }
+                self._recover(group)
+
+    def _recover(self, group: BuildGroup) -> None:
+        result = dict(group.smoke_result or {})
+        node = result.get("node")
+        if int(result.get("attempt", 1)) >= MAX_ATTEMPTS:
+            self.ledger.move_smoke_state(
+                group.id,
+                {SmokeState.RUNNING},
+                SmokeState.ERROR,
+                result={
+                    **result,
+                    "error": {
+                        "code": "smoke_lost",
+                        "message": f"The node running the smoke test ({node}) "
+                        f"stopped answering, on each of {MAX_ATTEMPTS} attempts.",
                     },
-                )
-                logger.warning("group=%s: smoke test lost", group.id)
+                },
+            )
+            logger.warning("group=%s: smoke test lost, given up", group.id)
+            return
+        if self.ledger.move_smoke_state(
+            group.id, {SmokeState.RUNNING}, SmokeState.QUEUED, result=result
+        ):
+            first = self.ledger.get(group.members[0]["build_id"])
+            self.queue.enqueue_smoke(group.id, queue=first.queue)
+            logger.warning(
+                "group=%s: smoke test node %s went silent; queued again", group.id, node
+            )
 
 
 def _lost(group: BuildGroup, now: datetime) -> bool:
-    settings = group.smoke or {}
-    limit = (
-        int(settings.get("timeout_seconds", DEFAULT_TIMEOUT))
-        + int(settings.get("seconds", DEFAULT_SECONDS))
-        + LOST_AFTER_SECONDS
-    )
     since = as_utc(group.smoke_updated_at)
-    return since is not None and now - since > timedelta(seconds=limit)
+    return since is not None and now - since > timedelta(seconds=LOST_AFTER_SECONDS)
 
 
 def describe_smoke(group: BuildGroup) -> dict[str, Any] | None:

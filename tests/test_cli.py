@@ -122,3 +122,18 @@ def test_group_file_that_is_not_json_is_a_usage_error(farm, tmp_path: Path):
     )
     assert done.returncode == 2
     assert "is not valid JSON" in done.stderr
+
+
+def test_group_image_without_its_folder_is_a_usage_error(farm, tmp_path: Path):
+    (tmp_path / "group.json").write_text('{"images": [{"name": "a", "context": "a"}]}')
+    done = run_farm(
+        "group",
+        "submit",
+        str(tmp_path),
+        "-f",
+        str(tmp_path / "group.json"),
+        server=farm.web_url,
+        token=farm.token,
+    )
+    assert done.returncode == 2
+    assert "there is no" in done.stderr and "Traceback" not in done.stderr

@@ -146,14 +146,15 @@ def test_an_image_that_exits_or_does_not_answer_fails_the_test(
 
     group = wait_finished(farm, group["id"])
 
-    assert group["state"] == "succeeded"
+    assert group["state"] == "failed"  # every image built, but the test failed
+    assert {image["state"] for image in group["images"]} == {"succeeded"}
     smoke = group["smoke_test"]
     assert smoke["state"] == "failed"
     results = {image["name"]: image for image in smoke["images"]}
     assert set(results) == {"crash", "deaf", "quiet"}  # 'tool' was not started
     crash, deaf, quiet = results["crash"], results["deaf"], results["quiet"]
     assert (crash["stayed_up"], crash["exit_code"]) == (False, 3)
-    assert "boom" in crash["log_tail"]
+    assert crash["log_tail"] == ["starting", "boom"]  # stdout, then stderr
     assert (deaf["stayed_up"], deaf["port"], deaf["answered"]) == (True, 7000, False)
     assert "refused" in deaf["detail"]
     assert (quiet["stayed_up"], quiet["port"], quiet["answered"]) == (True, None, None)
@@ -231,3 +232,32 @@ def test_bad_smoke_settings_are_refused_before_anything_is_recorded(
     tag = group["images"][0]["tags"][0]
     builds = farm.http.get(farm.api("/builds?limit=200"), timeout=10).json()["builds"]
     assert not any(tag in str(build) for build in builds)
+
+
+def test_an_archive_without_an_images_context_is_refused(farm, tiny_image, tmp_path):
+    write(tmp_path / "app/web", SERVES, tiny_image, port=8080)
+    response = post_group(
+        farm,
+        tmp_path / "app",
+        {
+            "images": [
+                {"name": "web", "context": "web"},
+                {"name": "api", "context": "api"},
+            ]
+        },
+    )
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert error["message"] == "Image 'api': The archive has no folder 'api'."
+    assert error["details"] == {"field": "context", "image": "api"}
+
+
+def test_cancelling_a_finished_group_is_a_conflict(farm, tiny_image, tmp_path):
+    write(tmp_path / "app/one", SERVES, tiny_image, port=8080)
+    group = submit_group(
+        farm, tmp_path / "app", {"images": [{"name": "one", "context": "one"}]}
+    )
+    wait_finished(farm, group["id"])
+    response = farm.http.post(farm.api(f"/groups/{group['id']}/cancel"), timeout=10)
+    assert response.status_code == 409
+    assert response.json()["error"]["code"] == "conflict"

@@ -47,6 +47,12 @@ def base_url() -> str:
     return request.host_url.rstrip("/")
 
 
+@blueprint.get("/openapi.json")
+def openapi() -> Any:
+    """This API described as OpenAPI 3.1 (``web/openapi.yaml``)."""
+    return jsonify(current_app.extensions["farm.openapi"])
+
+
 @blueprint.post("/builds")
 def submit_build() -> Any:
     """202 with a new build; 200 with the build an identical request joined or,

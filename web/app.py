@@ -5,9 +5,11 @@ from __future__ import annotations
 import logging
 import secrets
 from functools import partial
+from importlib import resources
 from typing import Any
 
 import redis
+import yaml
 from flask import Flask, Response, current_app, jsonify, request
 from flask_wtf.csrf import CSRFProtect
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -65,6 +67,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.extensions["farm"] = service
     app.extensions["farm.groups"] = GroupService(service)
     app.extensions["farm.idempotency"] = IdempotencyKeys(service.live)
+    app.extensions["farm.openapi"] = load_openapi()
     app.extensions["farm.settings"] = settings
     app.extensions["farm.metrics"] = make_registry(
         FarmCollector(ledger, queue, settings.queue_names)
@@ -81,6 +84,12 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.register_error_handler(HTTPException, answer_http_error)
     app.register_error_handler(Exception, answer_unexpected_error)
     return app
+
+
+def load_openapi() -> dict[str, Any]:
+    """The API's OpenAPI document, kept beside the code in ``web/openapi.yaml``."""
+    text = resources.files("web").joinpath("openapi.yaml").read_text()
+    return dict(yaml.safe_load(text))
 
 
 def format_time(iso: str | None) -> str:
@@ -144,7 +153,10 @@ def answer_http_error(exc: HTTPException) -> Any:
         413: "The upload is too large for this farm.",
     }
     message = messages.get(exc.code or 500, exc.description or "Request failed.")
-    return error_response(code, message, exc.code or 500)
+    body, status = error_response(code, message, exc.code or 500)
+    # Keep what HTTP asks of the answer, e.g. the Allow header of a 405.
+    headers = [(k, v) for k, v in exc.get_headers() if k.lower() != "content-type"]
+    return body, status, headers
 
 
 def answer_unexpected_error(exc: Exception) -> Any:

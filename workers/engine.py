@@ -324,9 +324,14 @@ class EngineClient:
             return dict(self._api.inspect_container(container)["State"])
 
     def container_logs(self, container: str, *, lines: int) -> list[str]:
+        """The last ``lines`` of what the container wrote to stdout and stderr, in
+        the order it wrote them."""
         with _translated(f"read the log of container {container[:12]}"):
-            output = self._api.logs(container, tail=lines)
-        return output.decode("utf-8", "replace").splitlines()[-lines:]
+            output = self._api.logs(container, tail=lines, timestamps=True)
+        stamped = output.decode("utf-8", "replace").splitlines()
+        # Each line starts with its RFC 3339 time; the two streams arrive apart.
+        ordered = sorted(stamped, key=lambda line: _log_time(line.split(" ", 1)[0]))
+        return [line.split(" ", 1)[-1] for line in ordered][-lines:]
 
     def run_in(self, container: str, argv: Sequence[str]) -> tuple[int, str]:
         """Run ``argv`` in a running container; return its exit code and output."""
@@ -351,6 +356,13 @@ class EngineClient:
             containers = self._api.containers(all=True, filters={"label": label})
             networks = self._api.networks(filters={"label": label})
         return [c["Id"] for c in containers], [n["Name"] for n in networks]
+
+
+def _log_time(stamp: str) -> tuple[str, str]:
+    """A sort key for Docker's RFC 3339 log times, whose fractions drop their
+    trailing zeros (``.5Z`` is later than ``.45Z``)."""
+    seconds, _, fraction = stamp.rstrip("Z").partition(".")
+    return seconds, fraction.ljust(9, "0")
 
 
 @dataclass(frozen=True)

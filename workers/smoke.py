@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import re
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -24,7 +25,7 @@ from farm.config import Settings
 from farm.errors import EngineError, FarmError
 from farm.ledger import BuildLedger
 from farm.models import BuildGroup, BuildState, utcnow
-from farm.smoke import SmokeState, started_images
+from farm.smoke import BEAT_SECONDS, SmokeState, started_images
 from workers.engine import ContainerSpec, EngineClient
 
 logger = logging.getLogger(__name__)
@@ -92,19 +93,26 @@ class SmokeTester:
         self.engine = engine
 
     def run(self, group_id: str) -> None:
-        """Run the group's test if it is queued (or re-delivered while running)."""
+        """Run the group's test if it is queued; beat while it runs, so that a
+        test whose node dies is handed to another one."""
         self.engine.ping()
-        if not self.ledger.move_smoke_state(
-            group_id, {SmokeState.QUEUED, SmokeState.RUNNING}, SmokeState.RUNNING
-        ):
-            logger.info("group=%s: smoke test not queued any more, skipped", group_id)
-            return
         group = self.ledger.get_group(group_id)
         started_at = utcnow()
         report: dict[str, Any] = {
             "node": self.settings.worker_name,
             "started_at": started_at.isoformat(),
+            "attempt": int((group.smoke_result or {}).get("attempt", 0)) + 1,
         }
+        if not self.ledger.move_smoke_state(
+            group_id, {SmokeState.QUEUED}, SmokeState.RUNNING, result=report
+        ):
+            logger.info("group=%s: smoke test not queued any more, skipped", group_id)
+            return
+        done = threading.Event()
+        beating = threading.Thread(
+            target=self._beat, args=(group_id, done), daemon=True, name="smoke-beat"
+        )
+        beating.start()
         try:
             services = self._test(group)
         except FarmError as exc:
@@ -115,11 +123,21 @@ class SmokeTester:
             passed = all(s.stayed_up and s.answered is not False for s in services)
             state = SmokeState.PASSED if passed else SmokeState.FAILED
             report["images"] = [service.report() for service in services]
+        finally:
+            done.set()
+            beating.join()
         report["finished_at"] = utcnow().isoformat()
         report["duration_seconds"] = _seconds_since(started_at)
         self.ledger.move_smoke_state(
             group_id, {SmokeState.RUNNING}, state, result=report
         )
+
+    def _beat(self, group_id: str, done: threading.Event) -> None:
+        while not done.wait(BEAT_SECONDS):
+            try:
+                self.ledger.touch_smoke(group_id)
+            except FarmError as exc:
+                logger.warning("group=%s: smoke test beat missed: %s", group_id, exc)
 
     def clear_leftovers(self) -> None:
         """Remove containers and networks of tests this node was killed during."""

@@ -71,6 +71,8 @@ def submit(
         raise click.BadParameter(
             f"{source!r} is neither a folder nor a git URL.", param_hint="SOURCE"
         )
+    if folder.is_dir():
+        _check_contexts(folder, request)
     client = api_client(server)
     try:
         described = (
@@ -126,6 +128,21 @@ def cancel(group_id: str, server: str) -> None:
     _show(described, as_json=False)
 
 
+def _check_contexts(folder: Path, request: dict[str, Any]) -> None:
+    """Refuse, before packing, an image whose context or Dockerfile is missing."""
+    images = request.get("images")
+    for image in images if isinstance(images, list) else []:
+        if not isinstance(image, dict):
+            continue  # the farm says what is wrong with it
+        context = folder / str(image.get("context") or ".")
+        dockerfile = context / str(image.get("dockerfile") or "Dockerfile")
+        if not context.is_dir() or not dockerfile.is_file():
+            raise click.BadParameter(
+                f"image {image.get('name')!r}: there is no {dockerfile} to build.",
+                param_hint="--file",
+            )
+
+
 def succeeded(described: dict[str, Any]) -> bool:
     smoke = described.get("smoke_test")
     return described["state"] == "succeeded" and (
@@ -179,8 +196,8 @@ def _show(described: dict[str, Any], *, as_json: bool) -> None:
         click.echo(f"smoke test on {smoke['node']}:")
     for result in smoke["images"]:
         up = "stayed up" if result["stayed_up"] else "did not stay up"
-        answered = {True: "answered", False: "did not answer", None: "not asked"}
-        click.echo(
-            f"  {result['name']:<{width}}  {up}, {answered[result['answered']]}"
-            f"  ({result['detail']})"
-        )
+        if result["answered"] is None:
+            asked = "not asked" if result["port"] is None else "exited before asked"
+        else:
+            asked = "answered" if result["answered"] else "did not answer"
+        click.echo(f"  {result['name']:<{width}}  {up}, {asked}  ({result['detail']})")

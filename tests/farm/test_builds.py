@@ -7,6 +7,7 @@ from contextlib import contextmanager
 import pytest
 
 from farm.builds import BuildService, describe_build, summarize_stages
+from farm.destinations import DestinationPolicy
 from farm.errors import InvalidRequest, StoreUnavailable
 from farm.ledger import BuildLedger
 from farm.models import BuildState
@@ -35,7 +36,13 @@ def make_service(tmp_path, queue) -> BuildService:
     ledger = BuildLedger.from_url(f"sqlite:///{tmp_path}/farm.db")
     ledger.create_tables()
     return BuildService(
-        ledger, queue, live=NoLocks(), queues=["builds"], max_source_bytes=1000
+        ledger,
+        queue,
+        live=NoLocks(),
+        queues=["builds"],
+        max_source_bytes=1000,
+        # Listed, so that nothing is looked up.
+        destinations=DestinationPolicy(allowed_hosts=("git.example.org",)),
     )
 
 

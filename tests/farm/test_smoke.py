@@ -109,13 +109,25 @@ def test_is_skipped_when_a_build_did_not_succeed(tmp_path):
     )
 
 
-def test_sweep_ends_a_test_whose_node_went_silent(tmp_path):
+def test_a_test_whose_node_went_silent_runs_again_then_gives_up(tmp_path):
     ledger, group = make_group(tmp_path, ["succeeded"])
-    ledger.move_smoke_state("g1", {SmokeState.PENDING}, SmokeState.RUNNING)
-    smoke = GroupSmoke(ledger, RecordingQueue())
+    queue = RecordingQueue()
+    smoke = GroupSmoke(ledger, queue)
+    ledger.move_smoke_state(
+        "g1", {SmokeState.PENDING}, SmokeState.RUNNING, result={"attempt": 1}
+    )
     smoke.sweep()
-    assert ledger.get_group("g1").smoke_state == SmokeState.RUNNING
-    smoke.sweep(now=utcnow() + timedelta(hours=1))
+    assert ledger.get_group("g1").smoke_state == SmokeState.RUNNING  # still beating
+
+    smoke.sweep(now=utcnow() + timedelta(minutes=2))
+    assert ledger.get_group("g1").smoke_state == SmokeState.QUEUED
+    assert queue.sent == [("g1", "builds")]
+
+    ledger.move_smoke_state(
+        "g1", {SmokeState.QUEUED}, SmokeState.RUNNING, result={"attempt": 2}
+    )
+    smoke.sweep(now=utcnow() + timedelta(minutes=2))
     stored = ledger.get_group("g1")
     assert stored.smoke_state == SmokeState.ERROR
     assert stored.smoke_result["error"]["code"] == "smoke_lost"
+    assert len(queue.sent) == 1
