@@ -8,7 +8,7 @@ import json
 import logging
 import tarfile
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -72,6 +72,26 @@ def pack_contexts(folder: Path, builds: Sequence[tuple[str, str]]) -> bytes:
                 continue
             tar.add(path, arcname=relative.as_posix(), recursive=False)
     return gzip.compress(buffer.getvalue(), mtime=0)
+
+
+def parse_event_stream(lines: Iterable[bytes]) -> Iterator[tuple[str, str, str]]:
+    """The (event, id, data) of each Server-Sent Event in a stream's lines."""
+    kind, event_id, data = "message", "", list[str]()
+    for line in lines:
+        raw = line.decode("utf-8", "replace")
+        if raw == "":
+            if data:
+                yield kind, event_id, "\n".join(data)
+            kind, event_id, data = "message", "", list[str]()
+        elif not raw.startswith(":"):  # a comment keeps the connection alive
+            field, _, value = raw.partition(":")
+            value = value.removeprefix(" ")
+            if field == "event":
+                kind = value
+            elif field == "id":
+                event_id = value
+            elif field == "data":
+                data.append(value)
 
 
 def _kept(path: Path, kept: set[Path]) -> bool:
@@ -272,24 +292,7 @@ class FarmClient:
         with response:
             if response.status_code >= 400:
                 self._raise_for(response)
-            kind, event_id, data = "message", "", list[str]()
-            for line in response.iter_lines():
-                raw = line.decode("utf-8", "replace")
-                if raw == "":
-                    if data:
-                        yield kind, event_id, "\n".join(data)
-                    kind, event_id, data = "message", "", list[str]()
-                elif raw.startswith(":"):
-                    continue
-                else:
-                    field, _, value = raw.partition(":")
-                    value = value.removeprefix(" ")
-                    if field == "event":
-                        kind = value
-                    elif field == "id":
-                        event_id = value
-                    elif field == "data":
-                        data.append(value)
+            yield from parse_event_stream(response.iter_lines())
         raise requests.ConnectionError("the log stream ended before the build")
 
     def wait(self, build_id: str, *, poll_seconds: float = 1.0) -> dict[str, Any]:

@@ -3,6 +3,7 @@ checked for staying up and answering, against the real farm and engine."""
 
 from __future__ import annotations
 
+import contextlib
 import time
 import uuid
 from pathlib import Path
@@ -11,8 +12,11 @@ from typing import Any
 import docker
 import pytest
 
+from farm.config import Settings
+from farm.ledger import BuildLedger
 from tests.test_end_to_end import post_group
-from workers.smoke import LABEL
+from workers.engine import EngineClient
+from workers.smoke import LABEL, NODE_LABEL, SmokeTester
 
 pytestmark = pytest.mark.integration
 
@@ -261,3 +265,36 @@ def test_cancelling_a_finished_group_is_a_conflict(farm, tiny_image, tmp_path):
     response = farm.http.post(farm.api(f"/groups/{group['id']}/cancel"), timeout=10)
     assert response.status_code == 409
     assert response.json()["error"]["code"] == "conflict"
+
+
+def test_a_restarted_node_clears_only_its_own_farms_leftovers(
+    farm, tiny_image, tmp_path
+):
+    write(tmp_path / "app/one", SERVES, tiny_image, port=8080)
+    known = submit_group(
+        farm, tmp_path / "app", {"images": [{"name": "one", "context": "one"}]}
+    )["id"]
+    settings = Settings(
+        database_url=farm.stack.env()["FARM_DATABASE_URL"], worker_name="node-a"
+    )
+    client = docker.DockerClient(base_url=farm.engine_url)
+    started = {}
+    try:
+        for group_id in (known, "not-this-farms"):
+            started[group_id] = client.containers.run(
+                tiny_image,
+                ["sleep", "60"],
+                detach=True,
+                labels={LABEL: group_id, NODE_LABEL: "node-a"},
+            ).id
+        with EngineClient(farm.engine_url) as engine:
+            ledger = BuildLedger.from_url(settings.database_url)
+            SmokeTester(settings, ledger, engine).clear_leftovers()
+        remaining = {c.id for c in client.containers.list(all=True)}
+        assert started[known] not in remaining
+        assert started["not-this-farms"] in remaining
+    finally:
+        for container in started.values():
+            with contextlib.suppress(docker.errors.NotFound):
+                client.containers.get(container).remove(force=True)
+        client.close()

@@ -350,12 +350,18 @@ class EngineClient:
             if not isinstance(exc.__cause__, docker.errors.NotFound):
                 raise
 
-    def labelled(self, label: str) -> tuple[list[str], list[str]]:
-        """Ids of the containers and names of the networks carrying ``label``."""
+    def labelled(
+        self, label: str
+    ) -> tuple[list[tuple[str, dict[str, str]]], list[tuple[str, dict[str, str]]]]:
+        """The containers (by id) and networks (by name) carrying ``label``, each
+        with all its labels."""
         with _translated(f"list what carries {label}"):
             containers = self._api.containers(all=True, filters={"label": label})
             networks = self._api.networks(filters={"label": label})
-        return [c["Id"] for c in containers], [n["Name"] for n in networks]
+        return (
+            [(c["Id"], c.get("Labels") or {}) for c in containers],
+            [(n["Name"], n.get("Labels") or {}) for n in networks],
+        )
 
 
 def _log_time(stamp: str) -> tuple[str, str]:

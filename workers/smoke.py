@@ -22,7 +22,7 @@ from typing import Any
 from docker.utils.utils import parse_repository_tag
 
 from farm.config import Settings
-from farm.errors import EngineError, FarmError
+from farm.errors import EngineError, FarmError, NotFound
 from farm.ledger import BuildLedger
 from farm.models import BuildGroup, BuildState, utcnow
 from farm.smoke import BEAT_SECONDS, SmokeState, started_images
@@ -140,14 +140,27 @@ class SmokeTester:
                 logger.warning("group=%s: smoke test beat missed: %s", group_id, exc)
 
     def clear_leftovers(self) -> None:
-        """Remove containers and networks of tests this node was killed during."""
+        """Remove containers and networks of tests this node was killed during.
+
+        Only those of groups this farm's database knows: another farm sharing the
+        engine may have a node of the same name.
+        """
         containers, networks = self.engine.labelled(
             f"{NODE_LABEL}={self.settings.worker_name}"
         )
-        for container in containers:
-            self.engine.remove_container(container)
-        for network in networks:
-            self.engine.remove_network(network)
+        for container, labels in containers:
+            if self._ours(labels):
+                self.engine.remove_container(container)
+        for network, labels in networks:
+            if self._ours(labels):
+                self.engine.remove_network(network)
+
+    def _ours(self, labels: dict[str, str]) -> bool:
+        try:
+            self.ledger.get_group(labels.get(LABEL, ""))
+        except NotFound:
+            return False
+        return True
 
     def _test(self, group: BuildGroup) -> list[Service]:
         assert group.smoke is not None

@@ -8,6 +8,7 @@ import uuid
 
 import pytest
 
+from farm.client import parse_event_stream
 from tests.test_end_to_end import archive_of
 
 pytestmark = pytest.mark.integration
@@ -30,27 +31,13 @@ def submit_slow(farm, tiny_image, tmp_path) -> tuple[str, str]:
     return response.json()["id"], word
 
 
-def read_events(response, *, until: str = "end"):
-    """Parse a text/event-stream response into (event, id, data, seconds) tuples."""
+def read_events(response):
+    """The stream's (event, id, data, seconds since reading began) until its end."""
     started = time.monotonic()
-    kind, event_id, data = "message", "", []
-    for raw in response.iter_lines():
-        line = raw.decode()
-        if line == "":
-            if data:
-                yield kind, event_id, "\n".join(data), time.monotonic() - started
-                if kind == until:
-                    return
-            kind, event_id, data = "message", "", []
-        elif not line.startswith(":"):
-            field, _, value = line.partition(":")
-            value = value.removeprefix(" ")
-            if field == "event":
-                kind = value
-            elif field == "id":
-                event_id = value
-            elif field == "data":
-                data.append(value)
+    for kind, event_id, data in parse_event_stream(response.iter_lines()):
+        yield kind, event_id, data, time.monotonic() - started
+        if kind == "end":
+            return
 
 
 def test_log_lines_arrive_while_the_build_runs(farm, tiny_image, tmp_path):
