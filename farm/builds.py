@@ -7,6 +7,7 @@ import logging
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from farm.archives import DEFAULT_MAX_UNPACKED_BYTES, check_archive, require_paths
@@ -20,6 +21,7 @@ from farm.buildspec import (
     input_key,
     parse_git_source,
     parse_spec,
+    project_name,
     redact_url,
 )
 from farm.destinations import DestinationPolicy
@@ -80,7 +82,13 @@ class BuildService:
         self.destinations = destinations or DestinationPolicy()
 
     def submit_git(
-        self, options: Mapping[str, Any], *, url: Any, ref: Any, reuse: bool = False
+        self,
+        options: Mapping[str, Any],
+        *,
+        url: Any,
+        ref: Any,
+        reuse: bool = False,
+        submitted_by: str | None = None,
     ) -> Submission:
         """Validate and submit a build of a git repository at a ref.
 
@@ -91,7 +99,9 @@ class BuildService:
         spec = parse_spec(options, source)
         route = self.route(options)  # every check before git is asked anything
         commit = self.resolve_commit(source)
-        return self.submit(spec, route, commit=commit, reuse=reuse)
+        return self.submit(
+            spec, route, commit=commit, reuse=reuse, submitted_by=submitted_by
+        )
 
     def resolve_commit(self, source: GitSource) -> str | None:
         """The commit the ref names now, once the farm may reach the git host."""
@@ -105,6 +115,7 @@ class BuildService:
         content: bytes,
         filename: str = "",
         reuse: bool = False,
+        submitted_by: str | None = None,
     ) -> Submission:
         """Validate everything, then keep the archive and submit its build."""
         if not content:
@@ -126,7 +137,7 @@ class BuildService:
         )
         route = self.route(options)
         self.ledger.store_archive(content, filename=filename)
-        return self.submit(spec, route, reuse=reuse)
+        return self.submit(spec, route, reuse=reuse, submitted_by=submitted_by)
 
     def route(self, options: Mapping[str, Any]) -> tuple[str, str]:
         """The queue and priority a request asks for, checked."""
@@ -142,6 +153,7 @@ class BuildService:
         *,
         commit: str | None = None,
         reuse: bool = False,
+        submitted_by: str | None = None,
     ) -> Submission:
         """Join a build of the same inputs and tags, reuse a finished one if asked,
         or record a new build and enqueue it.
@@ -153,7 +165,8 @@ class BuildService:
         key = input_key(spec, commit)
         if key is None:
             return Submission(
-                self._create(spec, queue, priority, None, commit), "created"
+                self._create(spec, queue, priority, None, commit, submitted_by),
+                "created",
             )
         # One request at a time per inputs, or two at once would both create.
         with self.live.locked(f"submit:{key}", seconds=SUBMIT_LOCK_SECONDS):
@@ -172,7 +185,8 @@ class BuildService:
                 logger.info("build=%s: joined by an identical request", active.id)
                 return Submission(active, "joined")
             return Submission(
-                self._create(spec, queue, priority, key, commit), "created"
+                self._create(spec, queue, priority, key, commit, submitted_by),
+                "created",
             )
 
     def _create(
@@ -182,9 +196,15 @@ class BuildService:
         priority: str,
         key: str | None,
         commit: str | None,
+        submitted_by: str | None,
     ) -> Build:
         build = self.ledger.create(
-            spec, queue=queue, priority=priority, input_key=key, git_commit=commit
+            spec,
+            queue=queue,
+            priority=priority,
+            input_key=key,
+            git_commit=commit,
+            submitted_by=submitted_by,
         )
         try:
             self.queue.enqueue(build.id, queue=queue, priority=priority)
@@ -193,7 +213,7 @@ class BuildService:
             raise
         return build
 
-    def retry(self, build_id: str) -> Submission:
+    def retry(self, build_id: str, *, submitted_by: str | None = None) -> Submission:
         """A new build of an ended build's inputs: the same commit or archive, build
         options, tags, queue and priority. It joins an identical build in progress."""
         build = self.ledger.get(build_id)
@@ -217,7 +237,9 @@ class BuildService:
             tags=tuple(build.tags or ()),
         )
         route = self.route({"queue": build.queue, "priority": build.priority})
-        submission = self.submit(spec, route, commit=build.git_commit)
+        submission = self.submit(
+            spec, route, commit=build.git_commit, submitted_by=submitted_by
+        )
         logger.info("build=%s: retried as %s", build_id, submission.build.id)
         return submission
 
@@ -267,18 +289,39 @@ class BuildService:
         }
 
     def nodes(self) -> list[dict[str, Any]]:
-        """The live nodes: queues served, build slots, builds running, and the last
-        cache retention report."""
-        running = self.ledger.running_by_worker()
+        """The live nodes: queues served, build slots, the builds each is running,
+        its engine's health, its last beat, and its last cache retention report."""
+        building: dict[str, list[str]] = {}
+        for build in self.ledger.recent(states=[BuildState.RUNNING], limit=1000):
+            building.setdefault(build.worker or "", []).append(build.id)
         return [
             {
                 "name": name,
                 "queues": info.get("queues", []),
                 "slots": info.get("slots"),
-                "running": running.get(name, 0),
+                "running": len(building.get(name, [])),
+                "builds": building.get(name, []),
+                "engine": info.get("engine", "ok"),
+                "beat_at": _epoch_iso(info.get("beat_at")),
                 "retention": self.live.report("retention", name),
             }
             for name, info in self.live.workers().items()
+        ]
+
+    def queue_overview(self) -> list[dict[str, Any]]:
+        """Each named queue: builds waiting in it, oldest first, and its nodes."""
+        waiting: dict[str, list[Build]] = {name: [] for name in self.queues}
+        for build in self.ledger.recent(states=[BuildState.QUEUED], limit=1000):
+            waiting.setdefault(build.queue, []).append(build)
+        serving = self.live.workers()
+        return [
+            {
+                "name": name,
+                "depth": self.queue.depth(name),
+                "queued": [describe_build(b) for b in reversed(builds)],
+                "nodes": [n for n, info in serving.items() if name in info["queues"]],
+            }
+            for name, builds in waiting.items()
         ]
 
     def read_log(self, build_id: str, *, start: int = 0) -> tuple[list[str], bool]:
@@ -351,6 +394,12 @@ def build_progress(build: Build) -> dict[str, Any]:
     }
 
 
+def _epoch_iso(seconds: Any) -> str | None:
+    if not isinstance(seconds, int | float):
+        return None
+    return datetime.fromtimestamp(seconds, UTC).isoformat()
+
+
 def _iso(moment: Any) -> str | None:
     moment = as_utc(moment)
     return moment.isoformat() if moment else None
@@ -377,6 +426,9 @@ def describe_build(build: Build, *, base_url: str = "") -> dict[str, Any]:
         }
     return {
         "id": build.id,
+        "project": build.project
+        or project_name(build.git_url if build.git_url else None, build.tags or []),
+        "submitted_by": build.submitted_by,
         "url": f"{base_url}/api/v1/builds/{build.id}",
         "page_url": f"{base_url}/builds/{build.id}",
         "state": build.state,

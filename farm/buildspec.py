@@ -6,7 +6,7 @@ import hashlib
 import json
 import posixpath
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -19,6 +19,7 @@ MAX_VALUE_CHARS = 4096
 MAX_PATH_CHARS = 1024
 
 _STAGE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+_UNSAFE = re.compile(r"[^a-z0-9]+")
 _ARG_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 # Docker's reference grammar: lowercase path components joined by '/', optional tag.
 _REPO_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
@@ -127,6 +128,22 @@ def input_key(spec: BuildSpec, commit: str | None) -> str | None:
         "build_args": spec.build_args,
     }
     return hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()
+
+
+def project_name(git_url: str | None, tags: Sequence[str]) -> str:
+    """What a build belongs to, for lists, badges and the cache's namespace: its git
+    repository (``host/path``), else its first tag's name, else ``uploads``."""
+    if git_url:
+        parts = urlsplit(
+            git_url if "://" in git_url else "ssh://" + git_url.replace(":", "/", 1)
+        )
+        raw = f"{parts.hostname or ''}/{parts.path.removesuffix('.git')}"
+    elif tags:
+        raw = tags[0].partition(":")[0]
+    else:
+        raw = "uploads"
+    components = [_UNSAFE.sub("-", part.lower()).strip("-") for part in raw.split("/")]
+    return "/".join(part for part in components if part) or "uploads"
 
 
 def reject_unknown_fields(data: Mapping[str, Any], known: set[str]) -> None:

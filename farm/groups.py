@@ -54,7 +54,9 @@ class GroupService:
         self.builds = builds
         self.smoke = GroupSmoke(builds.ledger, builds.queue)
 
-    def submit_git(self, payload: Mapping[str, Any]) -> BuildGroup:
+    def submit_git(
+        self, payload: Mapping[str, Any], *, submitted_by: str | None = None
+    ) -> BuildGroup:
         source = parse_git_source(
             payload.get("git_url"),
             payload.get("git_ref"),
@@ -62,9 +64,17 @@ class GroupService:
         )
         images, smoke = self._validate(payload, source)
         commit = self.builds.resolve_commit(source)
-        return self._submit(payload, images, smoke, commit=commit)
+        return self._submit(
+            payload, images, smoke, commit=commit, submitted_by=submitted_by
+        )
 
-    def submit_archive(self, payload: Mapping[str, Any], content: bytes) -> BuildGroup:
+    def submit_archive(
+        self,
+        payload: Mapping[str, Any],
+        content: bytes,
+        *,
+        submitted_by: str | None = None,
+    ) -> BuildGroup:
         if not content:
             raise InvalidRequest("The uploaded archive is empty.", field="archive")
         paths = check_archive(content, max_unpacked_bytes=self.builds.max_source_bytes)
@@ -78,7 +88,7 @@ class GroupService:
                     paths, context=spec.context, dockerfile=spec.dockerfile_in_context
                 )
         self.builds.ledger.store_archive(content)
-        return self._submit(payload, images, smoke)
+        return self._submit(payload, images, smoke, submitted_by=submitted_by)
 
     def _validate(
         self, payload: Mapping[str, Any], source: Source
@@ -126,10 +136,13 @@ class GroupService:
         smoke: dict[str, Any] | None,
         *,
         commit: str | None = None,
+        submitted_by: str | None = None,
     ) -> BuildGroup:
         members = []
         for name, spec, route in images:
-            submission = self.builds.submit(spec, route, commit=commit)
+            submission = self.builds.submit(
+                spec, route, commit=commit, submitted_by=submitted_by
+            )
             members.append(
                 {
                     "name": name,

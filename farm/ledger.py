@@ -31,7 +31,7 @@ from sqlalchemy import (
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from farm.buildspec import ArchiveSource, BuildSpec, GitSource
+from farm.buildspec import ArchiveSource, BuildSpec, GitSource, project_name
 from farm.errors import AttemptLost, FarmError, NotFound, StoreUnavailable
 from farm.models import (
     FINAL_STATES,
@@ -118,7 +118,8 @@ class BuildLedger:
                 time.sleep(0.2 * (attempt + 1))
 
     def _add_missing_columns(self) -> None:
-        """Add columns a newer farm defines to tables an older one made.
+        """Add columns (and their indexes) a newer farm defines to tables an older
+        one made.
 
         Only additive, nullable columns are ever introduced, so this is the whole
         migration story for now.
@@ -137,6 +138,8 @@ class BuildLedger:
                         )
                     )
                 logger.info("database: added column %s.%s", table.name, column.name)
+            for index in table.indexes:
+                index.create(self.engine, checkfirst=True)
 
     @contextmanager
     def _translated(self) -> Iterator[None]:
@@ -191,6 +194,7 @@ class BuildLedger:
         priority: str = "normal",
         input_key: str | None = None,
         git_commit: str | None = None,
+        submitted_by: str | None = None,
     ) -> Build:
         source = spec.source
         build = Build(
@@ -215,6 +219,10 @@ class BuildLedger:
             image_references=[],
             steps_total=0,
             steps_cached=0,
+            project=project_name(
+                source.url if isinstance(source, GitSource) else None, spec.tags
+            ),
+            submitted_by=submitted_by,
         )
         with self._session() as session:
             session.add(build)
@@ -328,12 +336,23 @@ class BuildLedger:
             return build
 
     def recent(
-        self, *, states: Sequence[str] = (), limit: int = 50, offset: int = 0
+        self,
+        *,
+        states: Sequence[str] = (),
+        project: str | None = None,
+        ref: str | None = None,
+        limit: int = 50,
+        offset: int = 0,
     ) -> list[Build]:
-        """Builds newest first, optionally only those in ``states``."""
+        """Builds newest first, optionally only those in ``states``, of ``project``
+        and built from git ``ref``."""
         query = select(Build).order_by(Build.created_at.desc(), Build.id.desc())
         if states:
             query = query.where(Build.state.in_(list(states)))
+        if project:
+            query = query.where(Build.project == project)
+        if ref:
+            query = query.where(Build.git_ref == ref)
         with self._session() as session:
             return list(session.scalars(query.limit(limit).offset(offset)))
 
@@ -460,15 +479,6 @@ class BuildLedger:
         )
         with self._session() as session:
             return int(session.execute(query).scalar_one())
-
-    def running_by_worker(self) -> dict[str, int]:
-        query = (
-            select(Build.worker, func.count())
-            .where(Build.state == BuildState.RUNNING)
-            .group_by(Build.worker)
-        )
-        with self._session() as session:
-            return {str(worker): int(count) for worker, count in session.execute(query)}
 
     def count_by_state(self) -> dict[str, int]:
         with self._session() as session:

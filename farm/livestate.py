@@ -96,10 +96,14 @@ class LiveState:
         except redis.RedisError:
             return True
 
-    def beat_worker(self, name: str, *, queues: list[str], slots: int) -> None:
-        """Say that worker ``name`` is up, which queues it serves and how many
-        builds it runs at once."""
-        info = json.dumps({"queues": queues, "slots": slots})
+    def beat_worker(
+        self, name: str, *, queues: list[str], slots: int, engine: str = "ok"
+    ) -> None:
+        """Say that worker ``name`` is up, which queues it serves, how many builds
+        it runs at once and how its engine answered ("ok" or what went wrong)."""
+        info = json.dumps(
+            {"queues": queues, "slots": slots, "engine": engine, "beat_at": time.time()}
+        )
         try:
             self.client.set(_worker_key(name), info, ex=WORKER_TTL_SECONDS)
         except redis.RedisError:

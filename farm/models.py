@@ -83,6 +83,9 @@ class Build(Base):
     duration_seconds: Mapped[float | None] = mapped_column(Float)
     wait_seconds: Mapped[float | None] = mapped_column(Float)
     error: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    # farm.buildspec.project_name of the source and tags, and who asked (token name).
+    project: Mapped[str | None] = mapped_column(String(255), index=True)
+    submitted_by: Mapped[str | None] = mapped_column(String(64))
 
 
 class BuildLog(Base):

@@ -76,6 +76,7 @@ def _submit_build() -> tuple[Response, str]:
             url=data.get("git_url"),
             ref=data.get("git_ref"),
             reuse=parse_flag(data.get("reuse"), field="reuse"),
+            submitted_by=g.token.name,
         )
     response = build_response(
         submission.build,
@@ -152,10 +153,18 @@ def submit_from_form(form: MultiDict[str, str], archive: Any) -> Submission:
     reuse = parse_flag(form.get("reuse"), field="reuse")
     if archive is not None and archive.filename:
         return service().submit_archive(
-            options, content=archive.read(), filename=archive.filename, reuse=reuse
+            options,
+            content=archive.read(),
+            filename=archive.filename,
+            reuse=reuse,
+            submitted_by=g.token.name,
         )
     return service().submit_git(
-        options, url=form.get("git_url"), ref=form.get("git_ref"), reuse=reuse
+        options,
+        url=form.get("git_url"),
+        ref=form.get("git_ref"),
+        reuse=reuse,
+        submitted_by=g.token.name,
     )
 
 
@@ -197,7 +206,13 @@ def list_builds() -> Any:
         )
     limit = _int_arg("limit", 50, maximum=MAX_PAGE_SIZE)
     offset = _int_arg("offset", 0, maximum=10**9)
-    builds = service().ledger.recent(states=states, limit=limit, offset=offset)
+    builds = service().ledger.recent(
+        states=states,
+        project=request.args.get("project") or None,
+        ref=request.args.get("ref") or None,
+        limit=limit,
+        offset=offset,
+    )
     return {
         "builds": [describe_build(b, base_url=base_url()) for b in builds],
         "limit": limit,
@@ -288,7 +303,7 @@ def stream_log(build_id: str, start: int) -> Response:
 @blueprint.post("/builds/<build_id>/retry")
 def retry_build(build_id: str) -> Any:
     """A new build of an ended build's inputs (200 if it joined one in progress)."""
-    submission = service().retry(build_id)
+    submission = service().retry(build_id, submitted_by=g.token.name)
     return build_response(
         submission.build,
         submission.outcome,
@@ -305,6 +320,12 @@ def cancel_build(build_id: str) -> Any:
 @blueprint.get("/nodes")
 def list_nodes() -> Any:
     return {"nodes": service().nodes()}
+
+
+@blueprint.get("/queues")
+def list_queues() -> Any:
+    """Each named queue: what waits in it (oldest first) and the nodes serving it."""
+    return {"queues": service().queue_overview()}
 
 
 @blueprint.post("/groups")
@@ -329,13 +350,15 @@ def _submit_group() -> tuple[Response, str]:
         if not isinstance(payload, dict) or archive is None:
             raise InvalidRequest("Send an 'archive' file and a 'group' JSON object.")
         reject_unknown_fields(payload, GROUP_FIELDS)
-        group = groups.submit_archive(payload, archive.read())
+        group = groups.submit_archive(
+            payload, archive.read(), submitted_by=g.token.name
+        )
     else:
         payload = request.get_json(silent=True)
         if not isinstance(payload, dict):
             raise InvalidRequest("Send a JSON object with git_url and images.")
         reject_unknown_fields(payload, GROUP_FIELDS | {"git_url", "git_ref"})
-        group = groups.submit_git(payload)
+        group = groups.submit_git(payload, submitted_by=g.token.name)
     return group_response(group.id, status=202), group.id
 
 

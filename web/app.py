@@ -27,7 +27,7 @@ from farm.livestate import LiveState
 from farm.metrics import FarmCollector, make_registry
 from farm.queue import BuildQueue, make_celery
 from farm.tokens import TokenService
-from web import api, pages
+from web import api, badges, pages
 from web.auth import init_auth
 
 logger = logging.getLogger(__name__)
@@ -78,6 +78,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     init_auth(app, TokenService(ledger))
     app.register_blueprint(api.blueprint)
     app.register_blueprint(pages.blueprint)
+    app.register_blueprint(badges.blueprint)
     app.add_url_rule("/metrics", "metrics", serve_metrics)
     app.add_url_rule("/healthz", "healthz", check_health)
     app.register_error_handler(FarmError, answer_farm_error)

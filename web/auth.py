@@ -7,8 +7,8 @@ so revoking it signs its holder out. The API takes ``Authorization: Bearer farm_
 its read-only (GET) routes also accept the page session, so the build page's script
 can follow a log without holding the token itself.
 
-``/healthz``, ``/metrics``, ``/api/v1/openapi.json``, the sign-in page and static
-files need no token.
+``/healthz``, ``/metrics``, ``/api/v1/openapi.json``, status badges, the sign-in
+page and static files need no token.
 """
 
 from __future__ import annotations
@@ -39,7 +39,15 @@ SESSION_KEY = "token_id"
 SESSION_LIFETIME = timedelta(hours=12)
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 PUBLIC_ENDPOINTS = frozenset(
-    {"auth.sign_in", "auth.sign_out", "static", "metrics", "healthz", "api.openapi"}
+    {
+        "auth.sign_in",
+        "auth.sign_out",
+        "static",
+        "metrics",
+        "healthz",
+        "api.openapi",
+        "badges.badge",
+    }
 )
 # Routes whose every method needs more than the method alone says.
 ENDPOINT_SCOPES = {"pages.submit_build": "submit"}

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, current_app, redirect, render_template, request, url_for
+from flask import (
+    Blueprint,
+    current_app,
+    g,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
 
 from farm.builds import BuildService, Submission, describe_build
 from farm.errors import InvalidRequest
@@ -34,15 +42,23 @@ def list_builds() -> Any:
             400,
         )
     states = [state] if state else []
+    project = request.args.get("project", "").strip()
+    ref = request.args.get("ref", "").strip()
     page_arg = request.args.get("page", "1")
     page = int(page_arg) if page_arg.isdigit() and int(page_arg) > 0 else 1
     builds = service().ledger.recent(
-        states=states, limit=PAGE_SIZE + 1, offset=(page - 1) * PAGE_SIZE
+        states=states,
+        project=project or None,
+        ref=ref or None,
+        limit=PAGE_SIZE + 1,
+        offset=(page - 1) * PAGE_SIZE,
     )
     return render_template(
         "builds.html",
         builds=[describe_build(b) for b in builds[:PAGE_SIZE]],
         state=state,
+        project=project,
+        ref=ref,
         states=known,
         page=page,
         has_next=len(builds) > PAGE_SIZE,
@@ -82,9 +98,17 @@ def submit_form(form: SubmitBuildForm) -> Submission:
         if upload is None or not upload.filename:
             raise InvalidRequest("Choose a .tar.gz file to upload.", field="archive")
         return service().submit_archive(
-            options, content=upload.read(), filename=upload.filename
+            options,
+            content=upload.read(),
+            filename=upload.filename,
+            submitted_by=g.token.name,
         )
-    return service().submit_git(options, url=form.git_url.data, ref=form.git_ref.data)
+    return service().submit_git(
+        options,
+        url=form.git_url.data,
+        ref=form.git_ref.data,
+        submitted_by=g.token.name,
+    )
 
 
 @blueprint.get("/builds/<build_id>")
@@ -106,5 +130,13 @@ def cancel_build(build_id: str) -> Any:
 def retry_build(build_id: str) -> Any:
     if not ActionForm().validate_on_submit():
         return render_error("The form expired; reload the page and try again.", 400)
-    submission = service().retry(build_id)
+    submission = service().retry(build_id, submitted_by=g.token.name)
     return redirect(url_for("pages.show_build", build_id=submission.build.id), code=303)
+
+
+@blueprint.get("/queues")
+def show_queues() -> Any:
+    """What waits in each queue, and what each node is building."""
+    return render_template(
+        "queues.html", queues=service().queue_overview(), nodes=service().nodes()
+    )

@@ -15,8 +15,8 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import IO
-from urllib.parse import urlsplit
 
+from farm.buildspec import project_name
 from farm.dockerfile import Dockerfile, Stage
 from farm.errors import FarmError
 from farm.livestate import LiveState
@@ -27,26 +27,15 @@ from workers.engine import EngineClient
 
 CACHE_NAMESPACE = "farm-cache"
 INLINE_CACHE_ARG = "BUILDKIT_INLINE_CACHE"
-_UNSAFE = re.compile(r"[^a-z0-9]+")
 # COPY --from=x and RUN --mount=...,from=x name another stage (Dockerfile reference).
 _FROM_FLAG = re.compile(r"(?:--from=|[,\s]from=)([A-Za-z0-9_.-]+)")
 
 
 def project_key(build: Build) -> str:
-    """The namespace a build's cache lives in: its repository, else its first tag."""
-    if build.source_kind == "git" and build.git_url:
-        parts = urlsplit(
-            build.git_url
-            if "://" in build.git_url
-            else "ssh://" + build.git_url.replace(":", "/", 1)
-        )
-        raw = f"{parts.hostname or ''}/{parts.path.removesuffix('.git')}"
-    elif build.tags:
-        raw = build.tags[0].partition(":")[0]
-    else:
-        raw = "uploads"
-    components = [_UNSAFE.sub("-", part.lower()).strip("-") for part in raw.split("/")]
-    return "/".join(part for part in components if part) or "uploads"
+    """The namespace a build's cache lives in: its project (farm.buildspec)."""
+    return build.project or project_name(
+        build.git_url if build.source_kind == "git" else None, build.tags or []
+    )
 
 
 @dataclass(frozen=True)

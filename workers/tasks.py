@@ -102,12 +102,20 @@ def start_housekeeping(settings: Settings, runner: BuildRunner, app: Celery) -> 
     )
     stop = threading.Event()
 
+    def engine_health() -> str:
+        try:
+            runner.engine.ping()
+        except FarmError as exc:
+            return exc.message
+        return "ok"
+
     def beat_forever() -> None:
         while True:
             runner.live.beat_worker(
                 settings.worker_name,
                 queues=settings.queue_names,
                 slots=settings.worker_concurrency,
+                engine=engine_health(),
             )
             if stop.wait(WORKER_BEAT_SECONDS):
                 return
