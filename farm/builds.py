@@ -8,7 +8,10 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
+
+import redis
 
 from farm.archives import DEFAULT_MAX_UNPACKED_BYTES, check_archive, require_paths
 from farm.buildspec import (
@@ -24,12 +27,15 @@ from farm.buildspec import (
     project_name,
     redact_url,
 )
+from farm.callbacks import clean_callback_url
+from farm.config import Settings
 from farm.destinations import DestinationPolicy
 from farm.errors import Conflict, InvalidRequest, StoreUnavailable
+from farm.git import resolve_ref
 from farm.ledger import BuildLedger, as_utc, counts_as_build_step
 from farm.livestate import LiveState
 from farm.models import Build, BuildState
-from farm.queue import BuildQueue
+from farm.queue import BuildQueue, make_celery
 
 logger = logging.getLogger(__name__)
 
@@ -70,6 +76,8 @@ class BuildService:
         max_source_bytes: int = DEFAULT_MAX_UNPACKED_BYTES,
         resolve_ref: Callable[[str, str], str | None] | None = None,
         destinations: DestinationPolicy | None = None,
+        callback_destinations: DestinationPolicy | None = None,
+        callback_secret: str = "",
     ) -> None:
         self.ledger = ledger
         self.queue = queue
@@ -80,6 +88,33 @@ class BuildService:
         self.max_source_bytes = max_source_bytes
         self.resolve_ref = resolve_ref
         self.destinations = destinations or DestinationPolicy()
+        self.callback_destinations = callback_destinations or DestinationPolicy()
+        self.callback_secret = callback_secret
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> BuildService:
+        """The service over the database, queue and Redis that ``settings`` name
+        (nothing is connected to until it is used)."""
+        ledger = BuildLedger.from_url(settings.database_url)
+        ledger.create_tables()
+        redis_client = redis.Redis.from_url(settings.redis_url)
+        return cls(
+            ledger,
+            BuildQueue(make_celery(settings), redis_client),
+            LiveState(redis_client),
+            queues=settings.queue_names,
+            allow_file_urls=settings.allow_file_urls,
+            max_archive_bytes=settings.max_archive_bytes,
+            max_source_bytes=settings.max_source_bytes,
+            resolve_ref=partial(resolve_ref, allow_file=settings.allow_file_urls),
+            destinations=DestinationPolicy.from_setting(
+                settings.git_hosts, allow_private=settings.private_destinations
+            ),
+            callback_destinations=DestinationPolicy.from_setting(
+                settings.callback_hosts, allow_private=settings.private_destinations
+            ),
+            callback_secret=settings.callback_secret,
+        )
 
     def submit_git(
         self,
@@ -98,10 +133,26 @@ class BuildService:
         source = parse_git_source(url, ref, allow_file_urls=self.allow_file_urls)
         spec = parse_spec(options, source)
         route = self.route(options)  # every check before git is asked anything
+        callback = self.callback_url(options)
         commit = self.resolve_commit(source)
-        return self.submit(
+        submission = self.submit(
             spec, route, commit=commit, reuse=reuse, submitted_by=submitted_by
         )
+        return self._with_callback(submission, callback)
+
+    def callback_url(self, options: Mapping[str, Any]) -> str | None:
+        """The request's ``callback_url``, checked (None if it has none)."""
+        return clean_callback_url(
+            options.get("callback_url"),
+            policy=self.callback_destinations,
+            secret=self.callback_secret,
+        )
+
+    def _with_callback(self, submission: Submission, url: str | None) -> Submission:
+        """Record that ``url`` is told when the build (new, joined or reused) ends."""
+        if url is not None:
+            self.ledger.add_callback(submission.build.id, url)
+        return submission
 
     def resolve_commit(self, source: GitSource) -> str | None:
         """The commit the ref names now, once the farm may reach the git host."""
@@ -136,8 +187,10 @@ class BuildService:
             paths, context=spec.context, dockerfile=spec.dockerfile_in_context
         )
         route = self.route(options)
+        callback = self.callback_url(options)
         self.ledger.store_archive(content, filename=filename)
-        return self.submit(spec, route, reuse=reuse, submitted_by=submitted_by)
+        submission = self.submit(spec, route, reuse=reuse, submitted_by=submitted_by)
+        return self._with_callback(submission, callback)
 
     def route(self, options: Mapping[str, Any]) -> tuple[str, str]:
         """The queue and priority a request asks for, checked."""

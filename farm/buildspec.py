@@ -142,8 +142,13 @@ def project_name(git_url: str | None, tags: Sequence[str]) -> str:
         raw = tags[0].partition(":")[0]
     else:
         raw = "uploads"
-    components = [_UNSAFE.sub("-", part.lower()).strip("-") for part in raw.split("/")]
-    return "/".join(part for part in components if part) or "uploads"
+    components = [name_part(part) for part in raw.split("/") if name_part(part)]
+    return "/".join(c for c in components if c != "unnamed") or "uploads"
+
+
+def name_part(text: str) -> str:
+    """``text`` as one lowercase path component of an image name."""
+    return _UNSAFE.sub("-", text.lower()).strip("-") or "unnamed"
 
 
 def reject_unknown_fields(data: Mapping[str, Any], known: set[str]) -> None:

@@ -42,9 +42,15 @@ class Settings:
     # does not resolve to an internal address, or any at all with the next one.
     git_hosts: str = ""
     private_destinations: bool = False
+    # Completion callbacks (farm.callbacks): the key they are signed with (none are
+    # accepted without it) and the hosts they may go to, as for git.
+    callback_secret: str = ""
+    callback_hosts: str = ""
     # Started beside a group's images to ask their ports; needs sh, printf, nc, head.
     smoke_probe_image: str = "farm-base/busybox:latest"
     log_level: str = "INFO"
+    # Live logs (SSE) followed at once; each holds one of the web app's threads.
+    max_log_followers: int = 32
 
     @property
     def queue_names(self) -> list[str]:

@@ -81,7 +81,8 @@ class DestinationPolicy:
             raise InvalidRequest(
                 f"The host {host!r} resolves to an internal address ({internal[0]}); "
                 "this farm does not reach loopback, private or link-local addresses "
-                "unless its operator allows them.",
+                "unless its operator lists the host (FARM_GIT_HOSTS, "
+                "FARM_CALLBACK_HOSTS) or sets FARM_PRIVATE_DESTINATIONS.",
                 field=field,
             )
 

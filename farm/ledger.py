@@ -12,7 +12,7 @@ import secrets
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +32,13 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from farm.buildspec import ArchiveSource, BuildSpec, GitSource, project_name
-from farm.errors import AttemptLost, FarmError, NotFound, StoreUnavailable
+from farm.errors import (
+    AttemptLost,
+    Conflict,
+    FarmError,
+    NotFound,
+    StoreUnavailable,
+)
 from farm.models import (
     FINAL_STATES,
     ApiToken,
@@ -42,6 +48,9 @@ from farm.models import (
     BuildGroup,
     BuildLog,
     BuildState,
+    Callback,
+    Hook,
+    HookDelivery,
     utcnow,
 )
 
@@ -312,9 +321,124 @@ class BuildLedger:
             token = session.get(ApiToken, token_id, with_for_update=True)
             if token is None:
                 raise NotFound(f"There is no token {token_id!r}.", token_id=token_id)
-            if token.revoked_at is None:
-                token.revoked_at = utcnow()
+            if token.revoked_at is not None:
+                raise Conflict(f"Token {token_id} was already revoked.")
+            token.revoked_at = utcnow()
             return token
+
+    # -- callbacks ----------------------------------------------------------------
+
+    def add_callback(self, build_id: str, url: str) -> Callback:
+        callback = Callback(
+            id=new_build_id(), build_id=build_id, url=url, state="pending", attempts=0
+        )
+        with self._session() as session:
+            session.add(callback)
+        return callback
+
+    def callbacks_of(self, build_id: str) -> list[Callback]:
+        query = (
+            select(Callback)
+            .where(Callback.build_id == build_id)
+            .order_by(Callback.created_at, Callback.id)
+        )
+        with self._session() as session:
+            return list(session.scalars(query))
+
+    def take_due_callbacks(
+        self, *, lease_seconds: int, build_id: str | None = None, limit: int = 50
+    ) -> list[tuple[Callback, Build]]:
+        """Pending callbacks of ended builds whose time has come, each leased for
+        ``lease_seconds`` so that no other node sends it meanwhile."""
+        now = utcnow()
+        query = (
+            select(Callback, Build)
+            .join(Build, Build.id == Callback.build_id)
+            .where(
+                Callback.state == "pending",
+                Callback.next_at <= now,
+                Build.state.in_([str(state) for state in FINAL_STATES]),
+            )
+            .order_by(Callback.next_at)
+            .limit(limit)
+        )
+        if build_id is not None:
+            query = query.where(Callback.build_id == build_id)
+        taken = []
+        with self._session() as session:
+            for callback, build in session.execute(query).all():
+                same = (Callback.id == callback.id) & (
+                    Callback.next_at == callback.next_at
+                )
+                leased = session.execute(
+                    update(Callback)
+                    .where(same)
+                    .values(next_at=now + timedelta(seconds=lease_seconds))
+                )
+                if getattr(leased, "rowcount", 0):
+                    taken.append((callback, build))
+        return taken
+
+    def record_callback(self, callback_id: str, **values: Any) -> None:
+        with self._session() as session:
+            session.execute(
+                update(Callback).where(Callback.id == callback_id).values(**values)
+            )
+
+    # -- hooks --------------------------------------------------------------------
+
+    def save_hook(self, hook: Hook) -> None:
+        with self._session() as session:
+            session.add(hook)
+
+    def get_hook(self, hook_id: str) -> Hook:
+        with self._session() as session:
+            hook = session.get(Hook, hook_id)
+            if hook is None:
+                raise NotFound(f"There is no hook {hook_id!r}.", hook_id=hook_id)
+            return hook
+
+    def list_hooks(self) -> list[Hook]:
+        with self._session() as session:
+            return list(session.scalars(select(Hook).order_by(Hook.created_at)))
+
+    def delete_hook(self, hook_id: str) -> None:
+        with self._session() as session:
+            if session.get(Hook, hook_id) is None:
+                raise NotFound(f"There is no hook {hook_id!r}.", hook_id=hook_id)
+            session.execute(delete(HookDelivery).where(HookDelivery.hook_id == hook_id))
+            session.execute(delete(Hook).where(Hook.id == hook_id))
+
+    def claim_delivery(self, hook_id: str, delivery: str) -> HookDelivery | None:
+        """Record a delivery; if it was recorded before, return that record."""
+        try:
+            with self._translated(), self._sessions.begin() as session:
+                session.add(HookDelivery(hook_id=hook_id, delivery=delivery))
+            return None
+        except StoreUnavailable as exc:
+            if not isinstance(exc.__cause__, IntegrityError):
+                raise
+        with self._session() as session:
+            return session.get(HookDelivery, (hook_id, delivery))
+
+    def settle_delivery(self, hook_id: str, delivery: str, build_id: str) -> None:
+        with self._session() as session:
+            session.execute(
+                update(HookDelivery)
+                .where(
+                    HookDelivery.hook_id == hook_id, HookDelivery.delivery == delivery
+                )
+                .values(build_id=build_id)
+            )
+
+    def forget_delivery(self, hook_id: str, delivery: str) -> None:
+        """Drop a delivery that built nothing, so the host's retry is taken."""
+        with self._session() as session:
+            session.execute(
+                delete(HookDelivery).where(
+                    HookDelivery.hook_id == hook_id, HookDelivery.delivery == delivery
+                )
+            )
 
     def ping(self) -> None:
         """Raise StoreUnavailable unless the database answers."""

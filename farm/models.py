@@ -138,3 +138,51 @@ class ApiToken(Base):
     secret_hash: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     revoked_at: Mapped[datetime | None]
+
+
+class Hook(Base):
+    """A git push webhook: which repository and branches it builds, and how."""
+
+    __tablename__ = "hooks"
+
+    id: Mapped[str] = mapped_column(String(16), primary_key=True)
+    name: Mapped[str] = mapped_column(String(64))
+    provider: Mapped[str] = mapped_column(String(16))  # github or gitlab
+    git_url: Mapped[str] = mapped_column(Text)  # what the farm fetches
+    # farm.buildspec.project_name of the repository pushes must come from.
+    repository: Mapped[str] = mapped_column(String(255))
+    branches: Mapped[list[str]] = mapped_column(JSON, default=list)  # fnmatch patterns
+    # Shared with the git host, which signs (GitHub) or sends (GitLab) it.
+    secret: Mapped[str] = mapped_column(String(128))
+    # Build options: context, dockerfile, target, build_args, tags, queue, priority.
+    options: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class HookDelivery(Base):
+    """One delivery of a hook's event, recorded once so a re-delivery builds nothing."""
+
+    __tablename__ = "hook_deliveries"
+
+    hook_id: Mapped[str] = mapped_column(String(16), primary_key=True)
+    delivery: Mapped[str] = mapped_column(String(128), primary_key=True)
+    build_id: Mapped[str | None] = mapped_column(String(32))
+    received_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Callback(Base):
+    """A URL to tell when a build ends, and how telling it went."""
+
+    __tablename__ = "callbacks"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    build_id: Mapped[str] = mapped_column(String(32), index=True)
+    url: Mapped[str] = mapped_column(Text)
+    # pending, then delivered or failed (after its last retry)
+    state: Mapped[str] = mapped_column(String(16), index=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_status: Mapped[int | None]
+    last_error: Mapped[str | None] = mapped_column(Text)
+    delivered_at: Mapped[datetime | None]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -104,6 +104,10 @@ class TokenService:
     def identify(self, text: str | None) -> ApiToken:
         """The live token ``text`` names, whatever its scopes."""
         match = _TOKEN.match(text or "")
+        if match is None and text:
+            raise Unauthorized(
+                "That is not a farm token: they look like farm_<12 hex>_<secret>."
+            )
         if match is None:
             raise Unauthorized(
                 "Send a farm token: 'Authorization: Bearer farm_…' "

@@ -28,6 +28,7 @@ from farm.local.stack import LocalFarm, Node
 ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts"
 
 TINY_IMAGE = "farm-test/busybox:latest"
+CALLBACK_SECRET = "callback-test-secret"
 # Bumped when the applets change, so an engine kept between runs gets them.
 TINY_IMAGE_VERSION = "2"
 
@@ -195,8 +196,15 @@ def farm_on_session_services(
         web_port=free_port(),
         nodes=nodes,
         database_url=postgres_url,
-        # The tests' git daemon listens on loopback; no other host is reachable.
-        extra_env={"FARM_SECRET_KEY": "test", "FARM_GIT_HOSTS": "127.0.0.1", **env},
+        # The tests' git daemon and callback receivers listen on loopback; no
+        # other host is reachable.
+        extra_env={
+            "FARM_SECRET_KEY": "test",
+            "FARM_GIT_HOSTS": "127.0.0.1",
+            "FARM_CALLBACK_HOSTS": "127.0.0.1",
+            "FARM_CALLBACK_SECRET": CALLBACK_SECRET,
+            **env,
+        },
     )
 
 
@@ -222,6 +230,8 @@ def farm(
             "FARM_WORKER_CONCURRENCY": "2",
             "FARM_WORK_DIR": str(services_dir / "work"),
             "FARM_SMOKE_PROBE_IMAGE": tiny_image,
+            # Sweeps (lost builds, smoke tests, callbacks due again) every 5 s.
+            "FARM_REAP_INTERVAL_SECONDS": "5",
         },
     )
     stack.start_farm()

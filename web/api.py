@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -13,7 +14,8 @@ from werkzeug.datastructures import MultiDict
 
 from farm.builds import BuildService, Submission, describe_build
 from farm.buildspec import reject_unknown_fields
-from farm.errors import InvalidRequest
+from farm.callbacks import describe_callback
+from farm.errors import FarmError, InvalidRequest
 from farm.groups import GroupService
 from farm.idempotency import IdempotencyKeys, fingerprint
 from farm.models import Build, BuildState
@@ -24,6 +26,7 @@ MAX_PAGE_SIZE = 200
 SSE_RETRY_MS = 2000
 SSE_KEEPALIVE_SECONDS = 15
 JSON_FIELDS = {
+    "callback_url",
     "reuse",
     "queue",
     "priority",
@@ -185,6 +188,7 @@ def options_from_form(form: MultiDict[str, str]) -> dict[str, Any]:
     for value in form.getlist("tags") + form.getlist("tag"):
         tags += value.replace(",", " ").split()
     return {
+        "callback_url": form.get("callback_url"),
         "queue": form.get("queue"),
         "priority": form.get("priority"),
         "context": form.get("context"),
@@ -237,6 +241,9 @@ def get_build(build_id: str) -> Any:
     return {
         **describe_build(build, base_url=base_url()),
         "waiting": service().waiting(build),
+        "callbacks": [
+            describe_callback(c) for c in service().ledger.callbacks_of(build.id)
+        ],
     }
 
 
@@ -274,6 +281,12 @@ def stream_log(build_id: str, start: int) -> Response:
     builds = service()
     builds.ledger.get(build_id)  # a 404 now, not inside the stream
     url = base_url()
+    followers: threading.BoundedSemaphore = current_app.extensions["farm.followers"]
+    if not followers.acquire(blocking=False):
+        raise TooManyFollowers(
+            "Too many live logs are being followed on this farm right now; read "
+            "the log without follow=1, or try again shortly."
+        )
 
     def events() -> Iterator[str]:
         yield f"retry: {SSE_RETRY_MS}\n\n"
@@ -293,11 +306,19 @@ def stream_log(build_id: str, start: int) -> Response:
                 data = json.dumps(event.data)
             yield f"event: {event.kind}\nid: {event.position}\ndata: {data}\n\n"
 
-    return Response(
+    response = Response(
         events(),
         mimetype="text/event-stream",
         headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
     )
+    # The server closes the response when the stream ends or the client leaves.
+    response.call_on_close(followers.release)
+    return response
+
+
+class TooManyFollowers(FarmError):
+    code = "too_many_followers"
+    status = 503
 
 
 @blueprint.post("/builds/<build_id>/retry")

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import logging
 import secrets
-from functools import partial
+import threading
 from importlib import resources
 from typing import Any
 
-import redis
 import yaml
 from flask import Flask, Response, current_app, jsonify, request
 from flask_wtf.csrf import CSRFProtect
@@ -17,23 +16,20 @@ from werkzeug.exceptions import HTTPException
 
 from farm.builds import BuildService
 from farm.config import Settings
-from farm.destinations import DestinationPolicy
 from farm.errors import FarmError
-from farm.git import resolve_ref
 from farm.groups import GroupService
+from farm.hooks import HookService
 from farm.idempotency import IdempotencyKeys
-from farm.ledger import BuildLedger
-from farm.livestate import LiveState
 from farm.metrics import FarmCollector, make_registry
-from farm.queue import BuildQueue, make_celery
 from farm.tokens import TokenService
-from web import api, badges, pages
+from web import api, badges, hooks, pages
 from web.auth import init_auth
 
 logger = logging.getLogger(__name__)
 
 # Room for the form fields that travel with an uploaded archive.
 FORM_OVERHEAD_BYTES = 1024 * 1024
+RETRY_AFTER_SECONDS = 5
 
 
 def create_app(settings: Settings | None = None) -> Flask:
@@ -47,27 +43,17 @@ def create_app(settings: Settings | None = None) -> Flask:
     )
     if not settings.secret_key:
         logger.warning("web: FARM_SECRET_KEY is not set; forms break on restart")
-    ledger = BuildLedger.from_url(settings.database_url)
-    ledger.create_tables()
-    redis_client = redis.Redis.from_url(settings.redis_url)
-    queue = BuildQueue(make_celery(settings), redis_client)
-    service = BuildService(
-        ledger,
-        queue,
-        LiveState(redis_client),
-        queues=settings.queue_names,
-        allow_file_urls=settings.allow_file_urls,
-        max_archive_bytes=settings.max_archive_bytes,
-        max_source_bytes=settings.max_source_bytes,
-        resolve_ref=partial(resolve_ref, allow_file=settings.allow_file_urls),
-        destinations=DestinationPolicy.from_setting(
-            settings.git_hosts, allow_private=settings.private_destinations
-        ),
-    )
+    service = BuildService.from_settings(settings)
+    ledger, queue = service.ledger, service.queue
     app.extensions["farm"] = service
     app.extensions["farm.groups"] = GroupService(service)
+    app.extensions["farm.hooks"] = HookService(service)
     app.extensions["farm.idempotency"] = IdempotencyKeys(service.live)
     app.extensions["farm.openapi"] = load_openapi()
+    # Each followed live log holds a server thread; leave threads for the rest.
+    app.extensions["farm.followers"] = threading.BoundedSemaphore(
+        settings.max_log_followers
+    )
     app.extensions["farm.settings"] = settings
     app.extensions["farm.metrics"] = make_registry(
         FarmCollector(ledger, queue, settings.queue_names)
@@ -79,6 +65,8 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.register_blueprint(api.blueprint)
     app.register_blueprint(pages.blueprint)
     app.register_blueprint(badges.blueprint)
+    app.register_blueprint(hooks.blueprint)
+    csrf.exempt(hooks.blueprint)
     app.add_url_rule("/metrics", "metrics", serve_metrics)
     app.add_url_rule("/healthz", "healthz", check_health)
     app.register_error_handler(FarmError, answer_farm_error)
@@ -120,9 +108,8 @@ def check_health() -> Any:
 
 
 def wants_json() -> bool:
-    return request.path.startswith("/api/") or request.accept_mimetypes.best == (
-        "application/json"
-    )
+    machine = request.path.startswith(("/api/", "/hooks/"))
+    return machine or request.accept_mimetypes.best == ("application/json")
 
 
 def error_response(
@@ -139,11 +126,12 @@ def error_response(
 def answer_farm_error(exc: FarmError) -> Any:
     if exc.status >= 500:
         logger.error("request %s %s failed: %s", request.method, request.path, exc)
-    response = error_response(exc.code, exc.message, exc.status, exc.details)
+    body, status = error_response(exc.code, exc.message, exc.status, exc.details)
     if exc.status == 401:
-        body, status = response
         return body, status, {"WWW-Authenticate": 'Bearer realm="farm"'}
-    return response
+    if exc.status == 503:
+        return body, status, {"Retry-After": str(RETRY_AFTER_SECONDS)}
+    return body, status
 
 
 def answer_http_error(exc: HTTPException) -> Any:

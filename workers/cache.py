@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import IO
 
-from farm.buildspec import project_name
+from farm.buildspec import name_part, project_name
 from farm.dockerfile import Dockerfile, Stage
 from farm.errors import FarmError
 from farm.livestate import LiveState
@@ -32,10 +32,16 @@ _FROM_FLAG = re.compile(r"(?:--from=|[,\s]from=)([A-Za-z0-9_.-]+)")
 
 
 def project_key(build: Build) -> str:
-    """The namespace a build's cache lives in: its project (farm.buildspec)."""
-    return build.project or project_name(
+    """The namespace a build's cache lives in: its project (farm.buildspec); for an
+    upload, within it, who sent it. A repository's content is the same for everyone
+    who builds it, but an upload is only as trusted as its sender, and BuildKit's
+    cache keys say which steps ran, not what they made."""
+    project = build.project or project_name(
         build.git_url if build.source_kind == "git" else None, build.tags or []
     )
+    if build.source_kind != "git" and build.submitted_by:
+        return f"{project}/from-{name_part(build.submitted_by)}"
+    return project
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ import contextlib
 import logging
 import threading
 
+from farm.callbacks import CallbackSender
 from farm.errors import AttemptLost, FarmError
 from farm.ledger import BuildLedger
 from farm.livestate import LiveState
@@ -36,9 +37,11 @@ class LostBuildReaper:
         *,
         max_attempts: int = MAX_ATTEMPTS,
         groups: GroupSmoke | None = None,
+        callbacks: CallbackSender | None = None,
     ) -> None:
         self.ledger = ledger
         self.groups = groups
+        self.callbacks = callbacks
         self.live = live
         self.queue = queue
         self.max_attempts = max_attempts
@@ -105,5 +108,8 @@ class LostBuildReaper:
                 if self.groups is not None:
                     # Smoke tests wait on builds this sweep may just have ended.
                     self.groups.sweep()
+                if self.callbacks is not None:
+                    # Builds ended here, cancelled while queued, or retries due.
+                    self.callbacks.deliver_due()
             except FarmError as exc:
                 logger.warning("reaper: sweep skipped: %s", exc.message)

@@ -10,7 +10,10 @@ import redis
 from celery import Celery, Task
 from celery.signals import worker_ready, worker_shutting_down
 
+from farm.builds import describe_build
+from farm.callbacks import CallbackSender
 from farm.config import Settings
+from farm.destinations import DestinationPolicy
 from farm.errors import EngineError, FarmError
 from farm.ledger import BuildLedger
 from farm.livestate import LiveState
@@ -42,11 +45,23 @@ def make_runner(settings: Settings) -> BuildRunner:
     return BuildRunner(settings, ledger, live, engine)
 
 
+def make_callback_sender(settings: Settings, ledger: BuildLedger) -> CallbackSender:
+    return CallbackSender(
+        ledger,
+        secret=settings.callback_secret,
+        policy=DestinationPolicy.from_setting(
+            settings.callback_hosts, allow_private=settings.private_destinations
+        ),
+        describe=describe_build,
+    )
+
+
 def make_worker_app(settings: Settings, runner: BuildRunner) -> Celery:
     """The Celery app with the build and smoke test tasks bound to ``runner``."""
     app = make_celery(settings)
     groups = GroupSmoke(runner.ledger, BuildQueue(app, runner.live.client))
     tester = SmokeTester(settings, runner.ledger, runner.engine)
+    callbacks = make_callback_sender(settings, runner.ledger)
 
     @app.task(name=RUN_BUILD_TASK, bind=True, max_retries=None)
     def run_build(task: Task, build_id: str) -> None:
@@ -64,9 +79,10 @@ def make_worker_app(settings: Settings, runner: BuildRunner) -> Celery:
             raise task.retry(countdown=ENGINE_RETRY_SECONDS) from exc
         try:
             groups.advance_groups_of(build_id)
+            callbacks.deliver_due(build_id=build_id)
         except FarmError as exc:
             logger.warning(
-                "build=%s: groups not advanced (the sweep will): %s",
+                "build=%s: groups or callbacks left to the sweep: %s",
                 build_id,
                 exc.message,
             )
@@ -88,7 +104,11 @@ def start_housekeeping(settings: Settings, runner: BuildRunner, app: Celery) -> 
     the caches in bounds, each in a thread of its own."""
     queue = BuildQueue(app, runner.live.client)
     reaper = LostBuildReaper(
-        runner.ledger, runner.live, queue, groups=GroupSmoke(runner.ledger, queue)
+        runner.ledger,
+        runner.live,
+        queue,
+        groups=GroupSmoke(runner.ledger, queue),
+        callbacks=make_callback_sender(settings, runner.ledger),
     )
     retention = CacheRetention(
         settings.worker_name,

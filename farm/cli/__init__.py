@@ -13,6 +13,7 @@ import click
 
 from farm.cli.client import cancel, logs, status, submit, wait
 from farm.cli.groups import group
+from farm.cli.hooks import hook
 from farm.cli.local import local
 from farm.cli.node import base_images
 from farm.cli.serve import web, worker
@@ -42,6 +43,7 @@ for command in (
     cancel,
     group,
     token,
+    hook,
     web,
     worker,
     base_images,

@@ -35,10 +35,13 @@ def find_token() -> str | None:
     are never taken on the command line, where other users could see them."""
     if os.environ.get("FARM_TOKEN"):
         return os.environ["FARM_TOKEN"].strip()
-    path = Path(os.environ.get("FARM_TOKEN_FILE") or LOCAL_TOKEN_FILE)
+    named = os.environ.get("FARM_TOKEN_FILE")
+    path = Path(named or LOCAL_TOKEN_FILE)
     try:
         return path.read_text().strip() or None
-    except OSError:
+    except OSError as exc:
+        if named:
+            click.echo(f"Warning: FARM_TOKEN_FILE {named}: {exc.strerror}", err=True)
         return None
 
 
@@ -102,6 +105,19 @@ class ProgressLine:
     def clear(self) -> None:
         if self.live and self.text:
             click.echo("\r\x1b[K", err=True, nl=False)
+
+
+def parse_build_args(assignments: tuple[str, ...]) -> dict[str, str]:
+    """``--build-arg NAME=value`` options as a mapping; a usage error otherwise."""
+    parsed = {}
+    for assignment in assignments:
+        name, sep, value = assignment.partition("=")
+        if not sep or not name:
+            raise click.BadParameter(
+                f"{assignment!r} must look like NAME=value.", param_hint="--build-arg"
+            )
+        parsed[name] = value
+    return parsed
 
 
 def looks_like_git_url(source: str) -> bool:
@@ -181,11 +197,7 @@ def submit(
         raise click.BadParameter(
             f"{source!r} is neither a folder nor a git URL.", param_hint="SOURCE"
         )
-    for assignment in build_args:
-        if "=" not in assignment:
-            raise click.BadParameter(
-                f"{assignment!r} must look like NAME=value.", param_hint="--build-arg"
-            )
+    parse_build_args(build_args)
     options: dict[str, Any] = {
         "context": context,
         "dockerfile": dockerfile,

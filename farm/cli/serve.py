@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import logging
+import signal
+import subprocess
+import sys
+import threading
 from typing import Any
 
 import click
@@ -11,6 +15,8 @@ from gunicorn.app.base import BaseApplication
 from farm.config import Settings
 
 logger = logging.getLogger(__name__)
+
+RESTART_SECONDS = 5
 
 
 class WebServer(BaseApplication):  # type: ignore[misc]
@@ -68,8 +74,47 @@ def web(bind: str, threads: int) -> None:
     default=None,
     help="Builds run at once on this node (FARM_WORKER_CONCURRENCY).",
 )
-def worker(concurrency: int | None) -> None:
-    """Run a build worker for this node's Docker engine."""
-    from workers.tasks import run_worker
+@click.option(
+    "--once",
+    is_flag=True,
+    help="Run the worker in this process, not started again if it dies.",
+)
+def worker(concurrency: int | None, once: bool) -> None:
+    """Run a build worker for this node's Docker engine.
 
-    run_worker(Settings.from_env(worker_concurrency=concurrency))
+    The worker runs in a child process that is started again 5 s after it dies on
+    its own (the broker library can give up when Redis vanishes); TERM or INT stop
+    it for good, after its builds."""
+    if once:
+        from workers.tasks import run_worker
+
+        run_worker(Settings.from_env(worker_concurrency=concurrency))
+        return
+    argv = [sys.executable, "-m", "farm", "worker", "--once"]
+    if concurrency is not None:
+        argv += ["--concurrency", str(concurrency)]
+    sys.exit(supervise(argv))
+
+
+def supervise(argv: list[str]) -> int:
+    """Run ``argv`` until it exits after a stop signal; start it again otherwise."""
+    stopping = threading.Event()
+    child: subprocess.Popen[bytes] | None = None
+
+    def stop(signum: int, _frame: object) -> None:
+        stopping.set()
+        if child is not None and child.poll() is None:
+            child.send_signal(signum)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    while True:
+        child = subprocess.Popen(argv)
+        code = child.wait()
+        if stopping.is_set() or code == 0:
+            return code
+        logger.warning(
+            "worker: exited with %s; starting it again in %ss", code, RESTART_SECONDS
+        )
+        if stopping.wait(RESTART_SECONDS):
+            return code

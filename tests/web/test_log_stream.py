@@ -84,3 +84,40 @@ def test_following_an_unknown_build_is_a_404(farm):
     response = farm.http.get(farm.api("/builds/nope/log?follow=1"), timeout=10)
     assert response.status_code == 404
     assert response.json()["error"]["code"] == "not_found"
+
+
+def test_followers_beyond_the_limit_are_told_to_come_back(farm, tiny_image, tmp_path):
+    (tmp_path / "Dockerfile").write_text(
+        f"FROM {tiny_image}\nRUN echo {uuid.uuid4()}\n"
+    )
+    waiting = farm.http.post(
+        farm.api("/builds"),
+        data={"queue": "idle"},  # no node serves it: its log stays open
+        files={"archive": ("a.tar.gz", archive_of(tmp_path))},
+        timeout=30,
+    ).json()["id"]
+    url = farm.api(f"/builds/{waiting}/log?follow=1")
+    streams = []
+    try:
+        for _ in range(32):  # FARM_MAX_LOG_FOLLOWERS' default
+            stream = farm.http.get(url, stream=True, timeout=30)
+            assert stream.status_code == 200
+            streams.append(stream)
+        refused = farm.http.get(url, stream=True, timeout=30)
+        assert refused.status_code == 503
+        assert refused.json()["error"]["code"] == "too_many_followers"
+        assert refused.headers["Retry-After"] == "5"
+        assert farm.http.get(farm.api("/nodes"), timeout=10).status_code == 200
+    finally:
+        for stream in streams:
+            stream.close()
+        farm.http.post(farm.api(f"/builds/{waiting}/cancel"), timeout=10)
+    # Cancelled, the build's log ends, its streams close: followers are let in.
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        again = farm.http.get(url, stream=True, timeout=30)
+        again.close()
+        if again.status_code == 200:
+            break
+        time.sleep(0.5)
+    assert again.status_code == 200

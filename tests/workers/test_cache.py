@@ -33,6 +33,19 @@ def test_project_key_comes_from_the_repository_then_the_tag():
     assert project_key(archive) == "shop/web"
 
 
+def test_uploads_keep_their_cache_apart_by_sender():
+    def upload(sender):
+        return make_build(
+            source_kind="archive", git_url=None, tags=["app:1"], submitted_by=sender
+        )
+
+    assert project_key(upload("alice")) == "app/from-alice"
+    assert project_key(upload("hook:Shop")) == "app/from-hook-shop"
+    assert project_key(upload("alice")) != project_key(upload("mallory"))
+    git = make_build(submitted_by="mallory")
+    assert project_key(git) == "git-example-org/team/app"  # one repository, one cache
+
+
 def test_only_stages_the_target_needs_get_a_cache_image():
     plan = plan_cache(make_build(), parse_dockerfile(THREE_STAGE), "reg:5000")
     assert list(plan.stage_refs) == ["build"]  # 'test' is not needed by the final

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 import signal
 import tarfile
 import time
@@ -88,3 +89,44 @@ def test_build_of_killed_worker_is_rerun_on_the_other(two_node_farm, tiny_image)
     log = http.get(f"{api}/{build_id}/log", timeout=10).json()["lines"]
     assert any("stopped answering" in line for line in log)
     assert Path(victim.log_path).exists()
+
+
+def children(pid: int) -> list[int]:
+    text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    return [int(child) for child in text.split()]
+
+
+def test_a_worker_that_dies_on_its_own_is_started_again(two_node_farm, tiny_image):
+    node = next(p for p in two_node_farm.processes if p.name.startswith("worker-"))
+    if not node.running():  # the test above may have killed this one
+        node = next(
+            p
+            for p in two_node_farm.processes
+            if p.name.startswith("worker-") and p.running()
+        )
+    assert node.pid is not None
+    (first,) = children(node.pid)
+    os.kill(first, signal.SIGKILL)  # the worker itself, not its watcher
+
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        started = children(node.pid)
+        if started and started != [first]:
+            break
+        time.sleep(0.2)
+    assert started and started != [first] and node.running()
+    http = two_node_farm.api_session()
+    build_id = http.post(
+        f"{two_node_farm.web_url}/api/v1/builds",
+        timeout=30,
+        files={"archive": ("s.tar.gz", slow_source(tiny_image, f"again-{first}"))},
+    ).json()["id"]
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        build = http.get(
+            f"{two_node_farm.web_url}/api/v1/builds/{build_id}", timeout=10
+        ).json()
+        if build["state"] in {"succeeded", "failed", "cancelled"}:
+            break
+        time.sleep(0.5)
+    assert build["state"] == "succeeded", build["error"]
