@@ -1,0 +1,102 @@
+"""The build list with 10,000 builds against 100: the page and the API, first page,
+a deep page and one project, each the median of 20 requests through the real app on
+a database of its own (SQLite here; the queries are the same on PostgreSQL).
+
+Run: .venv/bin/python -m bench.list_pages
+"""
+
+from __future__ import annotations
+
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from farm.buildspec import ArchiveSource, parse_spec
+from farm.config import Settings
+from farm.ledger import BuildLedger
+from farm.models import BuildState
+from farm.tokens import TokenService
+from web.app import create_app
+
+SIZES = (100, 10_000)
+PER_PROJECT = 50  # so that one project's page holds as many builds at either size
+REQUESTS = 20
+STEPS = [
+    {
+        "name": f"[build {n}/12] RUN step {n}",
+        "stage": "build",
+        "internal": False,
+        "cached": n % 2 == 0,
+        "duration_seconds": 0.5,
+        "instruction": "RUN",
+    }
+    for n in range(1, 13)
+]
+
+
+def fill(ledger: BuildLedger, count: int) -> None:
+    for index in range(count):
+        spec = parse_spec(
+            {"tags": [f"team-{index % (count // PER_PROJECT)}/app:{index}"]},
+            ArchiveSource(sha256=f"{index:064x}", size_bytes=1),
+        )
+        build = ledger.create(spec, queue="builds", submitted_by="bench")
+        ledger.claim(build.id, worker="bench")
+        ledger.record_steps(build.id, STEPS)
+        ledger.finish(build.id, BuildState.SUCCEEDED, log_text="done\n")
+
+
+def timed(client: object, path: str, token: str) -> float:
+    seconds = []
+    for _ in range(REQUESTS):
+        started = time.perf_counter()
+        response = client.get(  # type: ignore[attr-defined]
+            path, headers={"Authorization": f"Bearer {token}"}
+        )
+        seconds.append(time.perf_counter() - started)
+        assert response.status_code == 200, (path, response.status_code)
+    return statistics.median(seconds)
+
+
+def measure(count: int) -> dict[str, float]:
+    with tempfile.TemporaryDirectory(prefix="farm-bench-list-") as folder:
+        url = f"sqlite:///{Path(folder) / 'farm.db'}"
+        ledger = BuildLedger.from_url(url)
+        ledger.create_tables()
+        started = time.perf_counter()
+        fill(ledger, count)
+        print(f"{count} builds recorded in {time.perf_counter() - started:.1f} s")
+        _, token = TokenService(ledger).create("bench", ["read"])
+        settings = Settings(
+            database_url=url, redis_url="redis://127.0.0.1:1/0", secret_key="bench"
+        )
+        client = create_app(settings).test_client()
+        middle = max(1, count // 50 // 2)
+        project = "team-1/app"  # 50 builds at either size
+        return {
+            "page, first 50": timed(client, "/", token),
+            "page, the middle of the list": timed(client, f"/?page={middle}", token),
+            "page, one project": timed(client, f"/?project={project}", token),
+            "API, first 50": timed(client, "/api/v1/builds", token),
+            "API, one project": timed(
+                client, f"/api/v1/builds?project={project}", token
+            ),
+        }
+
+
+def main() -> int:
+    small, large = (measure(count) for count in SIZES)
+    print(f"\n| request | {SIZES[0]} builds | {SIZES[1]} builds | ratio |")
+    print("|---|---|---|---|")
+    for (name, fast), slow in zip(small.items(), large.values(), strict=True):
+        print(
+            f"| {name} | {fast * 1000:.1f} ms | {slow * 1000:.1f} ms | "
+            f"{slow / fast:.2f}× |"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
