@@ -502,6 +502,7 @@ def describe_build(build: Build, *, base_url: str = "") -> dict[str, Any]:
         "attempts": build.attempts,
         "image": image,
         "cache_state": build.cache_state,
+        "stage_sizes": build.stage_sizes or {},
         "steps_total": build.steps_total,
         "steps_cached": build.steps_cached,
         "stages": summarize_stages(build.steps),

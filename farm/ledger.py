@@ -499,6 +499,9 @@ class BuildLedger:
     def record_cache_state(self, build_id: str, state: str) -> None:
         self._update(build_id, cache_state=state)
 
+    def record_stage_sizes(self, build_id: str, sizes: dict[str, int]) -> None:
+        self._update(build_id, stage_sizes=sizes)
+
     def record_commit(self, build_id: str, commit: str) -> None:
         self._update(build_id, git_commit=commit)
 

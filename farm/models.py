@@ -85,6 +85,9 @@ class Build(Base):
     error: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     # farm.buildspec.project_name of the source and tags, and who asked (token name).
     project: Mapped[str | None] = mapped_column(String(255), index=True)
+    # Bytes of each named stage's image the target builds on (a builder's size),
+    # known once the stage cache was exported.
+    stage_sizes: Mapped[dict[str, int] | None] = mapped_column(JSON)
     submitted_by: Mapped[str | None] = mapped_column(String(64))
 
 

@@ -135,14 +135,16 @@ class StageCache:
         build_args: Mapping[str, str],
         cache_from: Sequence[str],
         log: Callable[[list[str]], None],
-    ) -> None:
-        """Build each needed stage as an image with inline cache and push it.
+    ) -> dict[str, int]:
+        """Build each needed stage as an image with inline cache and push it;
+        return the size of each named stage's image (a builder stage's size).
 
         The main build just ran, so every stage is in the engine's local cache and
         these builds only assemble images; a failure here never fails the build.
         The image users get carries no cache metadata, so the same inputs keep
         giving the same digest.
         """
+        sizes: dict[str, int] = {}
         for target, ref in plan.exports:
             started = time.monotonic()
             context.seek(0)
@@ -157,8 +159,11 @@ class StageCache:
                     progress=BuildProgress(),
                 )
                 self.engine.push(ref)
+                if target is not None and ref != plan.final_ref:
+                    sizes[target] = self.engine.image_size(ref)
             except FarmError as exc:
                 log([f"Cache: could not export {ref}: {exc.message}"])
                 continue
             self.live.mark_cache_used([ref])
             log([f"Cache: exported {ref} in {time.monotonic() - started:.1f}s"])
+        return sizes

@@ -285,7 +285,7 @@ class BuildRunner:
                 "Cache: every step came from the shared cache; nothing new to export"
             )
         else:
-            self.cache.export(
+            sizes = self.cache.export(
                 plan,
                 context,
                 dockerfile=source.dockerfile,
@@ -293,6 +293,7 @@ class BuildRunner:
                 cache_from=cache_from,
                 log=lines.extend,
             )
+            self.ledger.record_stage_sizes(build.id, sizes)
         log.write(lines)
         self.ledger.append_log(build.id, lines)
         self.ledger.record_cache_state(build.id, "shared")

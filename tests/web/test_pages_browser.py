@@ -151,3 +151,52 @@ def test_live_log_arrives_while_running_and_cancel_stops_it(
     assert page.url != cancelled_url  # the retry is a build of its own
     page.click("#cancel-form button")
     expect(page.locator("#state")).to_have_text("cancelled", timeout=30_000)
+
+
+def test_the_log_folds_by_stage_and_keeps_the_failed_one_open(
+    farm, tiny_image, page, tmp_path
+):
+    word = uuid.uuid4().hex
+    archive = source_archive(
+        tmp_path,
+        f"FROM {tiny_image} AS prep\nRUN echo prep-{word} > /p\n"
+        f"FROM {tiny_image} AS compile\nCOPY --from=prep /p /p\n"
+        "RUN cat /p && exit 3\n",
+    )
+    page.goto(f"{farm.web_url}/builds/new")
+    page.check("input[value=archive]")
+    page.set_input_files("#archive", str(archive))
+    page.click("form.submit button[type=submit]")
+    expect(page.locator("#state")).to_have_text("failed", timeout=120_000)
+
+    failed = page.locator("#log details.log-stage[data-stage=compile]")
+    expect(failed).to_have_class(re.compile("failed"))
+    expect(failed).to_have_attribute("open", "")
+    expect(failed.locator(".log-error").first).to_be_visible()
+    prep = page.locator("#log details.log-stage[data-stage=prep]")
+    expect(prep).not_to_have_attribute("open", "")
+    expect(prep.locator("summary")).to_have_text("stage prep")
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / "log-folded.png"), full_page=True)
+
+
+def test_the_form_offers_the_stages_of_the_uploaded_dockerfile(farm, page, tmp_path):
+    archive = source_archive(
+        tmp_path,
+        "FROM farm-test/busybox:latest AS deps\nRUN true\n"
+        "FROM deps AS test\nRUN true\nFROM deps as runtime\n",
+    )
+    page.goto(f"{farm.web_url}/builds/new")
+    page.check("input[value=archive]")
+    page.set_input_files("#archive", str(archive))
+    expect(page.locator("#target-hint")).to_contain_text("deps, test, runtime")
+    options = page.locator("#target-stages option")
+    expect(options).to_have_count(3)
+    assert options.evaluate_all("os => os.map(o => o.value)") == [
+        "deps",
+        "test",
+        "runtime",
+    ]
+    page.fill("#dockerfile", "Nope.Dockerfile")
+    page.dispatch_event("#dockerfile", "change")
+    expect(page.locator("#target-hint")).to_contain_text("No Nope.Dockerfile")

@@ -61,10 +61,15 @@
       const refs = build.image.references.map((r) => r + "@" + build.image.digest);
       text("image", refs.join("\n") + "\n" + size);
     }
+    const stages = Object.entries(build.stage_sizes || {});
+    if (stages.length) {
+      text("stage-sizes", stages.map(([name, bytes]) =>
+        name + ": " + (bytes / 1e6).toFixed(1) + " MB").join(", "));
+    }
     if (build.error) {
       const error = document.getElementById("error");
       let message = build.error.message;
-      if (build.error.stage) message += " (stage " + build.error.stage +
+      if (build.error.stage && !message.includes("Dockerfile line")) message += " (stage " + build.error.stage +
         (build.error.dockerfile_line ? ", Dockerfile line " + build.error.dockerfile_line : "") + ")";
       error.textContent = message;
       error.hidden = false;
@@ -86,14 +91,66 @@
     if (retry) retry.hidden = ["queued", "running"].includes(build.state);
   }
 
+  // BuildKit numbers its steps ("#5 [build 2/3] RUN make"); later lines of the step
+  // start with the same number. Each stage's lines go in a <details> of their own.
+  const stageOfStep = new Map();
+  const folds = new Map();
+  let openStage = null;
+
+  function stageName(rest) {
+    const match = /^\[([^\]]+)\]/.exec(rest);
+    if (!match) return null;
+    const words = match[1].split(" ");
+    return /^\d+\/\d+$/.test(words[0]) ? "build" : words[0];
+  }
+
+  function foldFor(stage) {
+    if (folds.has(stage)) return folds.get(stage);
+    const fold = document.createElement("details");
+    fold.className = "log-stage";
+    fold.dataset.stage = stage;
+    const summary = document.createElement("summary");
+    summary.textContent = stage === "internal" ? "internal steps" : "stage " + stage;
+    fold.appendChild(summary);
+    logBox.appendChild(fold);
+    folds.set(stage, fold);
+    return fold;
+  }
+
+  function place(line) {
+    const step = /^#(\d+) (.*)$/.exec(line);
+    if (!step) return logBox;
+    const [, number, rest] = step;
+    if (!stageOfStep.has(number)) stageOfStep.set(number, stageName(rest));
+    const stage = stageOfStep.get(number);
+    if (!stage) return logBox;
+    const fold = foldFor(stage);
+    if (openStage !== stage && stage !== "internal") {
+      // The stage that runs now opens; the one before folds unless it failed.
+      const before = openStage && folds.get(openStage);
+      if (before && !before.classList.contains("failed")) before.open = false;
+      fold.open = true;
+      openStage = stage;
+    }
+    return fold;
+  }
+
   function appendLog(lines) {
     if (!lines.length) return;
     const atBottom = window.innerHeight + window.scrollY >= document.body.offsetHeight - 40;
     for (const line of lines) {
       const span = document.createElement("span");
-      if (/ERROR|error:/.test(line)) span.className = "log-error";
-      span.textContent = line + "\n";
-      logBox.appendChild(span);
+      span.className = "log-line";
+      const target = place(line);
+      if (/ERROR|error:/.test(line)) {
+        span.classList.add("log-error");
+        if (target !== logBox) {
+          target.classList.add("failed");
+          target.open = true;
+        }
+      }
+      span.textContent = line;
+      target.appendChild(span);
     }
     if (atBottom) window.scrollTo(0, document.body.scrollHeight);
   }
