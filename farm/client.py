@@ -233,6 +233,9 @@ class FarmClient:
         params = {"limit": limit, "state": ",".join(states)}
         return self._call("GET", "/builds", params=params)["builds"]
 
+    def retry(self, build_id: str) -> dict[str, Any]:
+        return self._call("POST", f"/builds/{build_id}/retry")
+
     def cancel(self, build_id: str) -> dict[str, Any]:
         return self._call("POST", f"/builds/{build_id}/cancel")
 

@@ -137,3 +137,20 @@ def test_group_image_without_its_folder_is_a_usage_error(farm, tmp_path: Path):
     )
     assert done.returncode == 2
     assert "there is no" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_retry_follows_a_new_build_of_the_same_inputs(farm, tiny_image, tmp_path):
+    (tmp_path / "Dockerfile").write_text(
+        f"FROM {tiny_image}\nRUN echo {tmp_path.name}-{os.getpid()} && exit 9\n"
+    )
+    first = run_farm(
+        "submit", str(tmp_path), "--follow", server=farm.web_url, token=farm.token
+    )
+    assert first.returncode == 1
+    failed_id = first.stdout.split()[0]
+    again = run_farm(
+        "retry", failed_id, "--follow", server=farm.web_url, token=farm.token
+    )
+    assert again.returncode == 1  # the same inputs fail the same way
+    assert "created" in again.stdout and failed_id not in again.stdout.split()[1]
+    assert "exit 9" in again.stderr

@@ -640,3 +640,22 @@ def test_git_hosts_outside_the_allow_list_are_refused(farm, url):
     error = response.json()["error"]
     assert error["details"]["field"] == "git_url"
     assert "only reaches the hosts 127.0.0.1" in error["message"]
+
+
+def test_a_builder_stage_size_is_recorded_beside_the_image(farm, tiny_image, tmp_path):
+    folder = write_project(
+        tmp_path / "sized", TWO_STAGE.format(base=tiny_image), uuid.uuid4().hex
+    )
+    response = farm.http.post(
+        farm.api("/builds"),
+        timeout=30,
+        files={"archive": ("s.tar.gz", archive_of(folder))},
+    )
+    build = farm.wait_for(response.json()["id"])
+    deadline = time.monotonic() + 60
+    while build["cache_state"] == "exporting" and time.monotonic() < deadline:
+        time.sleep(0.2)
+        build = farm.http.get(farm.api(f"/builds/{build['id']}"), timeout=10).json()
+    assert build["cache_state"] == "shared"
+    assert set(build["stage_sizes"]) == {"build"}
+    assert build["stage_sizes"]["build"] > 1_000_000  # busybox and the message

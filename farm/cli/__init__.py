@@ -11,7 +11,7 @@ import sys
 
 import click
 
-from farm.cli.client import cancel, logs, status, submit, wait
+from farm.cli.client import cancel, logs, retry, status, submit, wait
 from farm.cli.groups import group
 from farm.cli.hooks import hook
 from farm.cli.local import local
@@ -41,6 +41,7 @@ for command in (
     status,
     logs,
     cancel,
+    retry,
     group,
     token,
     hook,

@@ -50,7 +50,7 @@ def fail(exc: ApiError) -> None:
     sys.exit(EXIT_API_ERROR)
 
 
-def follow(client: FarmClient, build: dict[str, Any]) -> dict[str, Any]:
+def follow_build(client: FarmClient, build: dict[str, Any]) -> dict[str, Any]:
     """Print the build's log as it grows, with a progress line on a terminal, and
     return the build once it ended."""
     progress = ProgressLine(live=sys.stderr.isatty())
@@ -226,7 +226,7 @@ def submit(
         click.echo(
             f"build {build['id']} {build['submission']}: {build['page_url']}", err=True
         )
-        build = follow(client, build)
+        build = follow_build(client, build)
     except ApiError as exc:
         fail(exc)
         return
@@ -291,6 +291,27 @@ def cancel(build_id: str, server: str) -> None:
             "(a build whose worker died ends when it is swept).",
             err=True,
         )
+
+
+@click.command()
+@click.argument("build_id")
+@click.option("--follow", is_flag=True, help="Follow the new build's log.")
+@server_option
+def retry(build_id: str, follow: bool, server: str) -> None:
+    """Build an ended build's inputs again (the same commit or archive)."""
+    client = api_client(server)
+    try:
+        build = client.retry(build_id)
+        click.echo(f"build {build['id']} {build['submission']}: {build['page_url']}")
+        if not follow:
+            return
+        build = follow_build(client, build)
+    except ApiError as exc:
+        fail(exc)
+        return
+    click.echo(_summary(build))
+    if build["state"] != "succeeded":
+        sys.exit(EXIT_BUILD_FAILED)
 
 
 @click.command()
