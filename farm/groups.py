@@ -200,6 +200,7 @@ class GroupService:
         return {
             "id": group.id,
             "url": f"{base_url}/api/v1/groups/{group.id}",
+            "page_url": f"{base_url}/groups/{group.id}",
             "name": group.name,
             "created_at": created.isoformat() if created else None,
             "state": group_state(list(builds.values()), group.smoke_state),

@@ -162,6 +162,9 @@ def test_an_image_that_exits_or_does_not_answer_fails_the_test(
     assert (deaf["stayed_up"], deaf["port"], deaf["answered"]) == (True, 7000, False)
     assert "refused" in deaf["detail"]
     assert (quiet["stayed_up"], quiet["port"], quiet["answered"]) == (True, None, None)
+    page = farm.http.get(group["page_url"], timeout=10)
+    assert page.status_code == 200
+    assert "exited with code 3" in page.text and "boom" in page.text
     assert leftovers(farm.engine_url, group["id"]) == ([], [])
 
 

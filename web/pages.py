@@ -140,3 +140,10 @@ def show_queues() -> Any:
     return render_template(
         "queues.html", queues=service().queue_overview(), nodes=service().nodes()
     )
+
+
+@blueprint.get("/groups/<group_id>")
+def show_group(group_id: str) -> Any:
+    """A group: its state as a whole, each image's build, and its smoke test."""
+    groups = current_app.extensions["farm.groups"]
+    return render_template("group.html", group=groups.describe(group_id))

@@ -177,7 +177,7 @@ def _show(described: dict[str, Any], *, as_json: bool) -> None:
     headline = f"group {described['id']}  {described['state']}"
     if smoke:
         headline += f"  smoke test {smoke['state']}"
-    click.echo(headline)
+    click.echo(f"{headline}  {described['page_url']}")
     width = max(len(image["name"]) for image in described["images"])
     for image in described["images"]:
         line = f"  {image['name']:<{width}}  {image['id']}  {image['state']}"
