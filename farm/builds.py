@@ -320,15 +320,22 @@ class BuildService:
         }
         slots = sum(int(info.get("slots", 1)) for info in serving.values())
         running = self.ledger.count_running(build.queue)
-        ahead = f"{position} builds are ahead of it" if position else "It is next"
+        ahead = (
+            "It is next"
+            if not position
+            else "1 build is ahead of it"
+            if position == 1
+            else f"{position} builds are ahead of it"
+        )
         nodes = "1 node" if len(serving) == 1 else f"{len(serving)} nodes"
+        busy = "is busy" if len(serving) == 1 else "are busy"
         if not serving:
             reason = f"No live node serves queue '{build.queue}'."
         elif position is None:
             reason = "A node has taken it and is about to start it."
         elif running >= slots:
             reason = (
-                f"{ahead}; the {nodes} serving '{build.queue}' are busy "
+                f"{ahead}; the {nodes} serving '{build.queue}' {busy} "
                 f"({running} of {slots} build slots in use)."
             )
         else:

@@ -22,6 +22,7 @@ from typing import Any
 
 import requests
 
+from farm.buildspec import redact_url
 from farm.destinations import DestinationPolicy
 from farm.errors import FarmError, InvalidRequest
 from farm.ledger import BuildLedger, as_utc
@@ -69,7 +70,7 @@ def clean_callback_url(
 def describe_callback(callback: Callback) -> dict[str, Any]:
     delivered = as_utc(callback.delivered_at)
     return {
-        "url": callback.url,
+        "url": redact_url(callback.url),
         "state": callback.state,
         "attempts": callback.attempts,
         "last_status": callback.last_status,

@@ -19,7 +19,7 @@ from farm.errors import FarmError
 
 logger = logging.getLogger(__name__)
 
-# A followed build sends at least a keep-alive every 15 s.
+# A followed build sends at least a keep-alive every few seconds.
 STREAM_READ_TIMEOUT_SECONDS = 60
 
 
@@ -265,7 +265,9 @@ class FarmClient:
                     if kind == "end":
                         return
             except (requests.RequestException, ApiError) as exc:
-                if isinstance(exc, ApiError) and exc.code != "unreachable":
+                # Unreachable, or too busy (503): wait and resume; else it is final.
+                busy = isinstance(exc, ApiError) and exc.status == 503
+                if isinstance(exc, ApiError) and exc.code != "unreachable" and not busy:
                     raise
                 failures += 1
                 if failures > reconnects:

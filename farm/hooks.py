@@ -80,6 +80,7 @@ class HookService:
                 f"The provider is one of {', '.join(PROVIDERS)}.", field="provider"
             )
         url = clean_git_url(git_url, allow_file_urls=self.builds.allow_file_urls)
+        self.builds.destinations.check_url(url, field="git_url")
         patterns = list(branches) or ["*"]
         if not all(_BRANCH.match(pattern) for pattern in patterns):
             raise InvalidRequest(
@@ -120,8 +121,8 @@ class HookService:
             return 200, {"outcome": "ignored", "reason": f"not a push ({event})"}
         try:
             payload = json.loads(body)
-        except ValueError as exc:
-            raise InvalidRequest("The event body is not JSON.") from exc
+        except (ValueError, RecursionError) as exc:
+            raise InvalidRequest("The event body is not JSON we can read.") from exc
         push = _parse_push(hook.provider, payload)
         if hook.repository not in {project_name(url, []) for url in push.repositories}:
             raise InvalidRequest(

@@ -24,7 +24,9 @@ blueprint = Blueprint("api", __name__, url_prefix="/api/v1")
 
 MAX_PAGE_SIZE = 200
 SSE_RETRY_MS = 2000
-SSE_KEEPALIVE_SECONDS = 15
+# A quiet stream writes a comment this often, so a client that left is noticed
+# and its follower slot freed within seconds.
+SSE_KEEPALIVE_SECONDS = 2
 JSON_FIELDS = {
     "callback_url",
     "reuse",

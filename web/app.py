@@ -149,6 +149,10 @@ def answer_http_error(exc: HTTPException) -> Any:
 
 
 def answer_unexpected_error(exc: Exception) -> Any:
+    if isinstance(exc, RecursionError):  # JSON nested beyond what Python parses
+        return error_response(
+            "invalid_request", "The request body is nested too deeply.", 400
+        )
     logger.exception("request %s %s failed", request.method, request.path)
     return error_response(
         "internal_error", "The farm hit an unexpected error; it has been logged.", 500

@@ -128,6 +128,18 @@ def test_a_joined_request_gets_its_own_callback(farm, tiny_image, tmp_path, rece
     assert len(build["callbacks"]) == 2
 
 
+def test_credentials_in_a_callback_url_are_not_shown(
+    farm, tiny_image, tmp_path, receiver
+):
+    server = receiver([])
+    secret_url = server.url.replace("http://", "http://user:hunter2@")
+    response = submit(farm, tmp_path, tiny_image, secret_url)
+    assert response.status_code == 202, response.text
+    build = wait_delivered(farm, response.json()["id"])
+    assert "hunter2" not in json.dumps(build)
+    assert build["callbacks"][0]["state"] == "delivered"
+
+
 @pytest.mark.parametrize(
     "url, message",
     [

@@ -197,3 +197,37 @@ def test_hook_commands_refuse_bad_settings(farm):
     assert bad.returncode == 1 and "git URL" in bad.stderr
     unknown = farm_hook(farm, "delete", "ffffffffffff")
     assert unknown.returncode == 1 and "no hook" in unknown.stderr
+
+
+def test_hostile_deliveries_are_refused_cheaply(farm, repo):
+    git_url, _ = repo
+    url, secret = make_hook(farm, "github", git_url)
+    huge = requests.post(url, data=b"x" * (26 * 1024 * 1024), timeout=60)
+    assert huge.status_code == 413
+    deep = b"[" * 100_000
+    signature = hmac.new(secret.encode(), deep, hashlib.sha256).hexdigest()
+    nested = requests.post(
+        url,
+        data=deep,
+        headers={
+            "X-GitHub-Event": "push",
+            "X-Hub-Signature-256": f"sha256={signature}",
+        },
+        timeout=30,
+    )
+    assert nested.status_code == 400
+    assert nested.json()["error"]["code"] == "invalid_request"
+
+
+def test_a_hook_for_a_host_the_farm_may_not_reach_is_refused(farm):
+    made = farm_hook(
+        farm,
+        "create",
+        "--name",
+        "x",
+        "--provider",
+        "github",
+        "--git-url",
+        "git://10.9.9.9/x.git",
+    )
+    assert made.returncode == 1 and "only reaches the hosts" in made.stderr

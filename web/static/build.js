@@ -53,6 +53,7 @@
     state.className = "state state-" + build.state;
     root.dataset.state = build.state;
     text("worker", build.worker || "—");
+    if (build.started_at) text("started", build.started_at.slice(0, 19).replace("T", " ") + " UTC");
     text("cached", build.steps_cached + "/" + build.steps_total);
     if (build.duration_seconds != null) text("duration", build.duration_seconds.toFixed(1) + " s");
     if (build.source.commit) text("commit", build.source.commit);
@@ -164,10 +165,20 @@
     }
   }
 
+  let received = 0;
+
   function follow() {
-    const source = new EventSource(root.dataset.log + "?follow=1&start=0");
+    const source = new EventSource(root.dataset.log + "?follow=1&start=" + received);
     source.addEventListener("line", (event) => {
+      received += 1;
       appendLog([event.data]);
+    });
+    // The browser resumes a dropped stream by itself, but not one the farm
+    // refused (too many followers): come back in a few seconds from where it was.
+    source.addEventListener("error", () => {
+      if (source.readyState === EventSource.CLOSED && !finished) {
+        setTimeout(follow, 5000);
+      }
     });
     source.addEventListener("progress", refresh);
     source.addEventListener("end", (event) => {
@@ -176,8 +187,8 @@
       renderBuild(JSON.parse(event.data));
       root.dataset.followed = "ended";
     });
-    // A queued build's place in the queue changes without any progress event.
-    const timer = setInterval(() => (finished ? clearInterval(timer) : refresh()), 3000);
   }
   follow();
+  // A queued build's place in the queue changes without any progress event.
+  const timer = setInterval(() => (finished ? clearInterval(timer) : refresh()), 3000);
 })();
