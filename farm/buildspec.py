@@ -6,7 +6,7 @@ import hashlib
 import json
 import posixpath
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping, Sequence, Set
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -19,6 +19,10 @@ MAX_VALUE_CHARS = 4096
 MAX_PATH_CHARS = 1024
 
 _STAGE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+# What a request may say about how to build (beside where the source is).
+BUILD_OPTION_FIELDS = frozenset(
+    {"context", "dockerfile", "target", "build_args", "tags", "queue", "priority"}
+)
 _UNSAFE = re.compile(r"[^a-z0-9]+")
 _ARG_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 # Docker's reference grammar: lowercase path components joined by '/', optional tag.
@@ -151,7 +155,7 @@ def name_part(text: str) -> str:
     return _UNSAFE.sub("-", text.lower()).strip("-") or "unnamed"
 
 
-def reject_unknown_fields(data: Mapping[str, Any], known: set[str]) -> None:
+def reject_unknown_fields(data: Mapping[str, Any], known: Set[str]) -> None:
     """Refuse fields we do not know, so a misspelt option is not silently dropped."""
     unknown = sorted(set(data) - known)
     if unknown:

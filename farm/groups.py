@@ -12,6 +12,7 @@ from typing import Any
 from farm.archives import check_archive, require_paths
 from farm.builds import BuildService, describe_build
 from farm.buildspec import (
+    BUILD_OPTION_FIELDS,
     ArchiveSource,
     BuildSpec,
     Source,
@@ -33,17 +34,7 @@ from farm.smoke import (
 logger = logging.getLogger(__name__)
 
 MAX_IMAGES = 20
-IMAGE_FIELDS = {
-    "name",
-    "context",
-    "dockerfile",
-    "target",
-    "build_args",
-    "tags",
-    "queue",
-    "priority",
-    "smoke",
-}
+IMAGE_FIELDS = BUILD_OPTION_FIELDS | {"name", "smoke"}
 _IMAGE_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
 
 

@@ -23,6 +23,7 @@ from typing import Any
 
 from farm.builds import BuildService, describe_build
 from farm.buildspec import (
+    BUILD_OPTION_FIELDS,
     GitSource,
     clean_git_url,
     parse_spec,
@@ -36,15 +37,6 @@ from farm.tokens import Unauthorized
 logger = logging.getLogger(__name__)
 
 PROVIDERS = ("github", "gitlab")
-OPTION_FIELDS = {
-    "context",
-    "dockerfile",
-    "target",
-    "build_args",
-    "tags",
-    "queue",
-    "priority",
-}
 _BRANCH = re.compile(r"^[A-Za-z0-9._/*?\[\]-]{1,200}$")
 _SHA = re.compile(r"^[0-9a-f]{40}([0-9a-f]{24})?$")
 _TAG_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
@@ -89,7 +81,7 @@ class HookService:
                 field="branch",
             )
         options = dict(options or {})
-        reject_unknown_fields(options, OPTION_FIELDS)
+        reject_unknown_fields(options, BUILD_OPTION_FIELDS)
         # Build options are checked now, with a stand-in branch, not at the push.
         parse_spec(_for_push(options, "main", "0" * 40), GitSource(url, "main"))
         self.builds.route(options)

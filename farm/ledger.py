@@ -14,7 +14,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import (
     Engine,
@@ -55,6 +55,8 @@ from farm.models import (
 )
 
 logger = logging.getLogger(__name__)
+
+Row = TypeVar("Row", bound=Base)
 
 CREATE_ATTEMPTS = 5
 
@@ -254,11 +256,7 @@ class BuildLedger:
             session.add(group)
 
     def get_group(self, group_id: str) -> BuildGroup:
-        with self._session() as session:
-            group = session.get(BuildGroup, group_id)
-            if group is None:
-                raise NotFound(f"There is no group {group_id!r}.", group_id=group_id)
-            return group
+        return self._fetch(BuildGroup, group_id, "group")
 
     def move_smoke_state(
         self,
@@ -392,11 +390,7 @@ class BuildLedger:
             session.add(hook)
 
     def get_hook(self, hook_id: str) -> Hook:
-        with self._session() as session:
-            hook = session.get(Hook, hook_id)
-            if hook is None:
-                raise NotFound(f"There is no hook {hook_id!r}.", hook_id=hook_id)
-            return hook
+        return self._fetch(Hook, hook_id, "hook")
 
     def list_hooks(self) -> list[Hook]:
         with self._session() as session:
@@ -453,11 +447,15 @@ class BuildLedger:
         logger.info("build=%s: discarded, the queue did not take it", build_id)
 
     def get(self, build_id: str) -> Build:
+        return self._fetch(Build, build_id, "build")
+
+    def _fetch(self, model: type[Row], key: str, noun: str) -> Row:
+        """The record ``key`` of ``model``, or NotFound naming the ``noun``."""
         with self._session() as session:
-            build = session.get(Build, build_id)
-            if build is None:
-                raise NotFound(f"There is no build {build_id!r}.", build_id=build_id)
-            return build
+            found = session.get(model, key)
+            if found is None:
+                raise NotFound(f"There is no {noun} {key!r}.", **{f"{noun}_id": key})
+            return found
 
     def recent(
         self,

@@ -109,8 +109,17 @@ def test_group_submit_waits_for_the_smoke_test(farm, tiny_image, tmp_path: Path)
     assert "site  stayed up, answered  (GET /index.html answered 200)" in done.stdout
 
 
-def test_group_file_that_is_not_json_is_a_usage_error(farm, tmp_path: Path):
-    (tmp_path / "group.json").write_text("images: [web]\n")
+@pytest.mark.parametrize(
+    "group_file, message",
+    [
+        ("images: [web]\n", "is not valid JSON"),
+        ('{"images": [{"name": "a", "context": "a"}]}', "there is no"),
+    ],
+)
+def test_a_group_the_cli_cannot_send_is_a_usage_error(
+    farm, tmp_path: Path, group_file, message
+):
+    (tmp_path / "group.json").write_text(group_file)
     done = run_farm(
         "group",
         "submit",
@@ -121,22 +130,7 @@ def test_group_file_that_is_not_json_is_a_usage_error(farm, tmp_path: Path):
         token=farm.token,
     )
     assert done.returncode == 2
-    assert "is not valid JSON" in done.stderr
-
-
-def test_group_image_without_its_folder_is_a_usage_error(farm, tmp_path: Path):
-    (tmp_path / "group.json").write_text('{"images": [{"name": "a", "context": "a"}]}')
-    done = run_farm(
-        "group",
-        "submit",
-        str(tmp_path),
-        "-f",
-        str(tmp_path / "group.json"),
-        server=farm.web_url,
-        token=farm.token,
-    )
-    assert done.returncode == 2
-    assert "there is no" in done.stderr and "Traceback" not in done.stderr
+    assert message in done.stderr and "Traceback" not in done.stderr
 
 
 def test_retry_follows_a_new_build_of_the_same_inputs(farm, tiny_image, tmp_path):

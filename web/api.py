@@ -13,7 +13,7 @@ from flask import Blueprint, Response, current_app, g, jsonify, request, url_for
 from werkzeug.datastructures import MultiDict
 
 from farm.builds import BuildService, Submission, describe_build
-from farm.buildspec import reject_unknown_fields
+from farm.buildspec import BUILD_OPTION_FIELDS, reject_unknown_fields
 from farm.callbacks import describe_callback
 from farm.errors import FarmError, InvalidRequest
 from farm.groups import GroupService
@@ -27,19 +27,7 @@ SSE_RETRY_MS = 2000
 # A quiet stream writes a comment this often, so a client that left is noticed
 # and its follower slot freed within seconds.
 SSE_KEEPALIVE_SECONDS = 2
-JSON_FIELDS = {
-    "callback_url",
-    "reuse",
-    "queue",
-    "priority",
-    "git_url",
-    "git_ref",
-    "context",
-    "dockerfile",
-    "target",
-    "build_args",
-    "tags",
-}
+JSON_FIELDS = BUILD_OPTION_FIELDS | {"callback_url", "reuse", "git_url", "git_ref"}
 GROUP_FIELDS = {"name", "images", "smoke_test"}
 FORM_FIELDS = JSON_FIELDS | {"build_arg", "tag"}
 
