@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
-packages=(docker.io redis-server docker-registry postgresql debootstrap busybox-static
+packages=(docker.io redis-server docker-registry postgresql prometheus debootstrap busybox-static
           git iproute2 iptables ca-certificates chromium python3-venv)
 missing=()
 for package in "${packages[@]}"; do
