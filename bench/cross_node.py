@@ -25,11 +25,11 @@ import docker
 
 from bench.farm_vs_docker import (
     EXAMPLES,
+    bench_farm,
     farm_build,
     seed_base_images,
     start_bench,
 )
-from farm.local.process import free_port
 from farm.local.stack import LocalFarm, Node
 
 SMALL_BUILDS = 40
@@ -136,16 +136,13 @@ def measure(examples: list[str]) -> Outcome:
     """Start a two-node farm, run both measurements, stop the farm."""
     run = uuid.uuid4().hex[:8]
     with tempfile.TemporaryDirectory(prefix="farm-bench-") as state:
-        stack = LocalFarm(
-            state_dir=Path(state),
-            redis_port=free_port(),
-            registry_port=free_port(),
-            web_port=free_port(),
-            nodes=(
+        stack = bench_farm(
+            Path(state),
+            (
                 Node("node-a", "bench0", "builds,a"),
                 Node("node-b", "bench1", "builds,b"),
             ),
-            extra_env={"FARM_SECRET_KEY": "bench", "FARM_QUEUES": "builds,a,b"},
+            {"FARM_QUEUES": "builds,a,b"},
         )
         stack.start_services()
         try:

@@ -98,19 +98,26 @@ def main() -> int:
 def measure(examples: list[str]) -> list[Row]:
     """Start a one-node farm, time every example both ways, stop the farm."""
     with tempfile.TemporaryDirectory(prefix="farm-bench-") as state:
-        stack = LocalFarm(
-            state_dir=Path(state),
-            redis_port=free_port(),
-            registry_port=free_port(),
-            web_port=free_port(),
-            nodes=(Node("node-a", "bench0"),),
-            extra_env={"FARM_SECRET_KEY": "bench"},
-        )
+        stack = bench_farm(Path(state), (Node("node-a", "bench0"),))
         stack.start()
         try:
             return run(stack, examples)
         finally:
             stack.stop()
+
+
+def bench_farm(
+    state: Path, nodes: tuple[Node, ...], env: dict[str, str] | None = None
+) -> LocalFarm:
+    """A farm of its own on free loopback ports, not yet started."""
+    return LocalFarm(
+        state_dir=state,
+        redis_port=free_port(),
+        registry_port=free_port(),
+        web_port=free_port(),
+        nodes=nodes,
+        extra_env={"FARM_SECRET_KEY": "bench", **(env or {})},
+    )
 
 
 def seed_base_images(stack: LocalFarm) -> docker.APIClient:

@@ -122,3 +122,31 @@ class BuildCancelled(FarmError):
 class PushFailed(FarmError):
     code = "push_failed"
     status = 502
+
+
+class Unauthorized(FarmError):
+    """No token, or one that is unknown, malformed or revoked."""
+
+    code = "unauthorized"
+    status = 401
+
+
+class Forbidden(FarmError):
+    """A valid token without the scope the call needs."""
+
+    code = "forbidden"
+    status = 403
+
+
+class IdempotencyKeyReused(FarmError):
+    """An Idempotency-Key sent again with a different request."""
+
+    code = "idempotency_key_reused"
+    status = 422
+
+
+class TooManyFollowers(FarmError):
+    """As many live logs are followed as the web app lets at once."""
+
+    code = "too_many_followers"
+    status = 503

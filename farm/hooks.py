@@ -30,9 +30,8 @@ from farm.buildspec import (
     project_name,
     reject_unknown_fields,
 )
-from farm.errors import InvalidRequest
+from farm.errors import InvalidRequest, Unauthorized
 from farm.models import Hook
-from farm.tokens import Unauthorized
 
 logger = logging.getLogger(__name__)
 

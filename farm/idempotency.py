@@ -16,17 +16,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from farm.errors import FarmError, InvalidRequest
+from farm.errors import IdempotencyKeyReused, InvalidRequest
 from farm.livestate import LiveState
 
 KEEP_SECONDS = 24 * 3600
 LOCK_SECONDS = 120
 _KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
-
-
-class IdempotencyKeyReused(FarmError):
-    code = "idempotency_key_reused"
-    status = 422
 
 
 @dataclass

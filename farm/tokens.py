@@ -16,7 +16,7 @@ import secrets
 from collections.abc import Iterable
 from typing import Any
 
-from farm.errors import FarmError, InvalidRequest
+from farm.errors import Forbidden, InvalidRequest, Unauthorized
 from farm.ledger import BuildLedger, as_utc
 from farm.models import ApiToken
 
@@ -26,20 +26,6 @@ SCOPES = ("read", "submit", "admin")
 PREFIX = "farm_"
 _TOKEN = re.compile(r"^farm_([0-9a-f]{12})_([A-Za-z0-9_-]{43})$")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._@-]{0,63}$")
-
-
-class Unauthorized(FarmError):
-    """No token, or one that is unknown, malformed or revoked."""
-
-    code = "unauthorized"
-    status = 401
-
-
-class Forbidden(FarmError):
-    """A valid token without the scope the call needs."""
-
-    code = "forbidden"
-    status = 403
 
 
 def grants(scopes: Iterable[str], needed: str) -> bool:

@@ -15,7 +15,7 @@ from werkzeug.datastructures import MultiDict
 from farm.builds import BuildService, Submission, describe_build
 from farm.buildspec import BUILD_OPTION_FIELDS, reject_unknown_fields
 from farm.callbacks import describe_callback
-from farm.errors import FarmError, InvalidRequest
+from farm.errors import InvalidRequest, TooManyFollowers
 from farm.groups import GroupService
 from farm.idempotency import IdempotencyKeys, fingerprint
 from farm.models import Build, BuildState
@@ -304,11 +304,6 @@ def stream_log(build_id: str, start: int) -> Response:
     # The server closes the response when the stream ends or the client leaves.
     response.call_on_close(followers.release)
     return response
-
-
-class TooManyFollowers(FarmError):
-    code = "too_many_followers"
-    status = 503
 
 
 @blueprint.post("/builds/<build_id>/retry")

@@ -28,9 +28,9 @@ from flask import (
     url_for,
 )
 
-from farm.errors import FarmError
+from farm.errors import FarmError, Forbidden, Unauthorized
 from farm.models import ApiToken
-from farm.tokens import Forbidden, TokenService, Unauthorized, grants
+from farm.tokens import TokenService, grants
 from web.forms import ActionForm, SignInForm
 
 blueprint = Blueprint("auth", __name__)

@@ -17,13 +17,14 @@ from urllib.parse import urlsplit
 import click
 
 from farm.config import Settings
+from farm.errors import Unauthorized
 from farm.ledger import BuildLedger
 from farm.local.engine import EngineLayout, LocalEngine, engine_answers
 from farm.local.process import ServiceProcess, port_open, wait_until
 from farm.local.redis import LocalRedis, redis_answers
 from farm.local.registry import LocalRegistry, registry_answers
 from farm.local.stack import start_farm_process
-from farm.tokens import TokenService, Unauthorized
+from farm.tokens import TokenService
 
 STATE_DIR = Path("/var/lib/farm/local")
 PIDS_FILE = Path("/run/farm/local/pids.json")

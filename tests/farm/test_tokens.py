@@ -1,8 +1,8 @@
 import pytest
 
-from farm.errors import InvalidRequest
+from farm.errors import Forbidden, InvalidRequest, Unauthorized
 from farm.ledger import BuildLedger
-from farm.tokens import Forbidden, TokenService, Unauthorized, clean_scopes, grants
+from farm.tokens import TokenService, clean_scopes, grants
 
 
 @pytest.fixture
