@@ -1,6 +1,7 @@
 """The build list with 10,000 builds against 100: the page and the API, first page,
-a deep page and one project, each the median of 20 requests through the real app on
-a database of its own (SQLite here; the queries are the same on PostgreSQL).
+a deep page and one project, and a scrape of /metrics, each the median of 20 requests
+through the real app on a database of its own (SQLite here; the queries are the same
+on PostgreSQL) and a Redis of its own.
 
 Run: .venv/bin/python -m bench.list_pages
 """
@@ -16,7 +17,9 @@ from pathlib import Path
 from farm.buildspec import ArchiveSource, parse_spec
 from farm.config import Settings
 from farm.ledger import BuildLedger
-from farm.models import BuildState
+from farm.local.process import free_port
+from farm.local.redis import LocalRedis
+from farm.models import BuildStage, BuildState
 from farm.tokens import TokenService
 from web.app import create_app
 
@@ -45,7 +48,20 @@ def fill(ledger: BuildLedger, count: int) -> None:
         build = ledger.create(spec, queue="builds", submitted_by="bench")
         ledger.claim(build.id, worker="bench")
         ledger.record_steps(build.id, STEPS)
-        ledger.finish(build.id, BuildState.SUCCEEDED, log_text="done\n")
+        ledger.record_stages(
+            build.id,
+            [
+                BuildStage(stage="build", role="builder", duration_seconds=6.0),
+                BuildStage(stage="app", role="final", duration_seconds=0.5),
+            ],
+        )
+        ledger.finish(
+            build.id,
+            BuildState.SUCCEEDED,
+            log_text="done\n",
+            image_size_bytes=10 * 1024**2,
+            push_seconds=0.3,
+        )
 
 
 def timed(client: object, path: str, token: str) -> float:
@@ -62,28 +78,34 @@ def timed(client: object, path: str, token: str) -> float:
 
 def measure(count: int) -> dict[str, float]:
     with tempfile.TemporaryDirectory(prefix="farm-bench-list-") as folder:
-        url = f"sqlite:///{Path(folder) / 'farm.db'}"
-        ledger = BuildLedger.from_url(url)
-        ledger.create_tables()
-        started = time.perf_counter()
-        fill(ledger, count)
-        print(f"{count} builds recorded in {time.perf_counter() - started:.1f} s")
-        _, token = TokenService(ledger).create("bench", ["read"])
-        settings = Settings(
-            database_url=url, redis_url="redis://127.0.0.1:1/0", secret_key="bench"
-        )
-        client = create_app(settings).test_client()
-        middle = max(1, count // 50 // 2)
-        project = "team-1/app"  # 50 builds at either size
-        return {
-            "page, first 50": timed(client, "/", token),
-            "page, the middle of the list": timed(client, f"/?page={middle}", token),
-            "page, one project": timed(client, f"/?project={project}", token),
-            "API, first 50": timed(client, "/api/v1/builds", token),
-            "API, one project": timed(
-                client, f"/api/v1/builds?project={project}", token
-            ),
-        }
+        redis_server = LocalRedis(Path(folder) / "redis", port=free_port())
+        redis_server.start()
+        try:
+            return measure_with(count, Path(folder), redis_server.url)
+        finally:
+            redis_server.stop()
+
+
+def measure_with(count: int, folder: Path, redis_url: str) -> dict[str, float]:
+    url = f"sqlite:///{folder / 'farm.db'}"
+    ledger = BuildLedger.from_url(url)
+    ledger.create_tables()
+    started = time.perf_counter()
+    fill(ledger, count)
+    print(f"{count} builds recorded in {time.perf_counter() - started:.1f} s")
+    _, token = TokenService(ledger).create("bench", ["read"])
+    settings = Settings(database_url=url, redis_url=redis_url, secret_key="bench")
+    client = create_app(settings).test_client()
+    middle = max(1, count // 50 // 2)
+    project = "team-1/app"  # 50 builds at either size
+    return {
+        "page, first 50": timed(client, "/", token),
+        "page, the middle of the list": timed(client, f"/?page={middle}", token),
+        "page, one project": timed(client, f"/?project={project}", token),
+        "API, first 50": timed(client, "/api/v1/builds", token),
+        "API, one project": timed(client, f"/api/v1/builds?project={project}", token),
+        "/metrics": timed(client, "/metrics", token),
+    }
 
 
 def main() -> int:

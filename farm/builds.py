@@ -349,23 +349,26 @@ class BuildService:
         }
 
     def nodes(self) -> list[dict[str, Any]]:
-        """The live nodes: queues served, build slots, the builds each is running,
-        its engine's health, its last beat, and its last cache retention report."""
+        """The nodes that beat within a day: whether each is up, queues served,
+        build slots, the builds it is running, its engine's health and disk, its
+        last beat, and its last cache retention report."""
         building: dict[str, list[str]] = {}
         for build in self.ledger.recent(states=[BuildState.RUNNING], limit=1000):
             building.setdefault(build.worker or "", []).append(build.id)
         return [
             {
                 "name": name,
+                "up": info["up"],
                 "queues": info.get("queues", []),
                 "slots": info.get("slots"),
                 "running": len(building.get(name, [])),
                 "builds": building.get(name, []),
                 "engine": info.get("engine", "ok"),
                 "beat_at": _epoch_iso(info.get("beat_at")),
+                "disk": info.get("disk") or {},
                 "retention": self.live.report("retention", name),
             }
-            for name, info in self.live.workers().items()
+            for name, info in self.live.nodes().items()
         ]
 
     def queue_overview(self) -> list[dict[str, Any]]:

@@ -22,6 +22,9 @@ class Settings:
     redis_url: str = "redis://127.0.0.1:6379/0"
     registry: str = "127.0.0.1:5000"
     engine_url: str = "unix:///run/farm/engines/node0/docker.sock"
+    # Where the engine keeps its data, as this worker sees it, for the free disk
+    # metric; empty: the engine's own data root, when that is on this machine.
+    engine_data_dir: str = ""
     web_url: str = "http://127.0.0.1:8000"
     secret_key: str = ""
     queue: str = "builds"

@@ -6,7 +6,7 @@ the web layer turns any of them into ``{"error": {"code", "message"}}`` in one p
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 
@@ -112,6 +112,13 @@ class BuildFailed(FarmError):
         self.log_tail = list(log_tail)
 
 
+class BuildTimedOut(FarmError):
+    """A build ran past the farm's time limit and was stopped."""
+
+    code = "timed_out"
+    status = 422
+
+
 class BuildCancelled(FarmError):
     """A build was stopped on request before it finished; nothing was produced."""
 
@@ -150,3 +157,26 @@ class TooManyFollowers(FarmError):
 
     code = "too_many_followers"
     status = 503
+
+
+# What went wrong, by the error code a failed build recorded: the user's Dockerfile
+# or request, their source, or the time limit; any other code is the farm's own
+# infrastructure (engine, registry, a lost worker).
+FAILURE_KINDS = {
+    BuildFailed.code: "dockerfile",
+    InvalidRequest.code: "dockerfile",
+    SourceError.code: "source",
+    PayloadTooLarge.code: "source",
+    BuildTimedOut.code: "timeout",
+    "cancelled": "cancelled",
+}
+
+
+def failure_kind(state: str, error: Mapping[str, Any] | None) -> str:
+    """The kind of failure that ended a build in ``state``: "none" for success."""
+    if state == "succeeded":
+        return "none"
+    if state == "cancelled":
+        return "cancelled"
+    code = (error or {}).get("code")
+    return FAILURE_KINDS.get(str(code), "infrastructure")

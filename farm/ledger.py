@@ -38,6 +38,7 @@ from farm.errors import (
     FarmError,
     NotFound,
     StoreUnavailable,
+    failure_kind,
 )
 from farm.models import (
     FINAL_STATES,
@@ -47,6 +48,7 @@ from farm.models import (
     Build,
     BuildGroup,
     BuildLog,
+    BuildStage,
     BuildState,
     Callback,
     Hook,
@@ -548,6 +550,7 @@ class BuildLedger:
                 )
             build.state = state
             build.finished_at = now
+            build.failure = failure_kind(state, values.get("error"))
             started = as_utc(build.started_at)
             build.duration_seconds = (
                 (now - started).total_seconds() if started else None
@@ -587,7 +590,11 @@ class BuildLedger:
             result = session.execute(
                 update(Build)
                 .where(Build.id == build_id, Build.state == BuildState.QUEUED)
-                .values(state=BuildState.CANCELLED, finished_at=utcnow())
+                .values(
+                    state=BuildState.CANCELLED,
+                    finished_at=utcnow(),
+                    failure=failure_kind(BuildState.CANCELLED, None),
+                )
             )
             return bool(getattr(result, "rowcount", 0))
 
@@ -595,6 +602,13 @@ class BuildLedger:
         with self._session() as session:
             log = session.get(BuildLog, build_id)
             return log.text if log else None
+
+    def record_stages(self, build_id: str, stages: Sequence[BuildStage]) -> None:
+        """Keep how long each stage of a succeeded build took."""
+        with self._session() as session:
+            for stage in stages:
+                stage.build_id = build_id
+                session.merge(stage)
 
     # -- figures for metrics ----------------------------------------------------
 
@@ -612,14 +626,91 @@ class BuildLedger:
             )
             return {state: count for state, count in rows}
 
-    def histogram(
-        self, column: str, buckets: Sequence[float], *, states: Sequence[str]
-    ) -> tuple[list[int], int, float]:
-        """Cumulative counts of ``column`` per upper bound, plus total count and sum."""
-        value = getattr(Build, column)
-        bounds = [func.sum(case((value <= bound, 1), else_=0)) for bound in buckets]
-        query = select(*bounds, func.count(value), func.coalesce(func.sum(value), 0.0))
-        query = query.where(Build.state.in_(list(states)), value.is_not(None))
+    def count_ended(self) -> dict[tuple[str, str], int]:
+        """Ended builds per (final state, failure kind)."""
+        query = (
+            select(Build.state, Build.failure, func.count())
+            .where(Build.state.in_([state.value for state in FINAL_STATES]))
+            .group_by(Build.state, Build.failure)
+        )
         with self._session() as session:
-            row = session.execute(query).one()
-        return [int(n or 0) for n in row[:-2]], int(row[-2]), float(row[-1])
+            return {
+                (state, failure or "unknown"): count
+                for state, failure, count in session.execute(query)
+            }
+
+    def count_running_by(self, column: str) -> dict[str, int]:
+        """Running builds per value of ``column`` ("queue" or "worker")."""
+        group = getattr(Build, column)
+        query = (
+            select(group, func.count())
+            .where(Build.state == BuildState.RUNNING)
+            .group_by(group)
+        )
+        with self._session() as session:
+            return {value or "": count for value, count in session.execute(query)}
+
+    def waiting(self) -> list[tuple[str, str, int, datetime]]:
+        """Per queue and priority: how many builds wait to start and since when
+        the oldest has waited."""
+        query = (
+            select(
+                Build.queue, Build.priority, func.count(), func.min(Build.created_at)
+            )
+            .where(Build.state == BuildState.QUEUED)
+            .group_by(Build.queue, Build.priority)
+        )
+        with self._session() as session:
+            return [
+                (queue, priority or "normal", count, as_utc(oldest) or utcnow())
+                for queue, priority, count, oldest in session.execute(query)
+            ]
+
+    def step_totals(self) -> tuple[int, int]:
+        """Build steps of ended builds: how many ran, and how many came from cache."""
+        query = select(
+            func.coalesce(func.sum(Build.steps_total), 0),
+            func.coalesce(func.sum(Build.steps_cached), 0),
+        ).where(Build.state.in_([state.value for state in FINAL_STATES]))
+        with self._session() as session:
+            total, cached = session.execute(query).one()
+        return int(total) - int(cached), int(cached)
+
+    def histogram(
+        self,
+        column: str,
+        buckets: Sequence[float],
+        *,
+        states: Sequence[str],
+        by: str | None = None,
+    ) -> dict[str, tuple[list[int], int, float]]:
+        """Cumulative counts of ``column`` per upper bound, plus total count and sum,
+        for builds in ``states``; per value of ``by`` (a column of builds, or
+        "role" for stage durations), else under the key "".
+
+        ``column`` is a column of builds, or "stage_seconds" for the durations of
+        the stages of those builds.
+        """
+        table: Any = BuildStage if column == "stage_seconds" else Build
+        value = getattr(table, "duration_seconds" if table is BuildStage else column)
+        bounds = [func.sum(case((value <= bound, 1), else_=0)) for bound in buckets]
+        figures = [*bounds, func.count(value), func.coalesce(func.sum(value), 0.0)]
+        group = [getattr(table, by)] if by else []
+        query = select(*group, *figures)
+        if table is BuildStage:
+            query = query.join(Build, Build.id == BuildStage.build_id)
+        query = query.where(Build.state.in_(list(states)), value.is_not(None))
+        if by:
+            query = query.group_by(*group)
+        with self._session() as session:
+            rows = [tuple(row) for row in session.execute(query)]
+        if not by:
+            rows = [("", *row) for row in rows]
+        return {
+            str(row[0] or ""): (
+                [int(n or 0) for n in row[1:-2]],
+                int(row[-2]),
+                float(row[-1]),
+            )
+            for row in rows
+        }

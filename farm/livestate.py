@@ -21,7 +21,10 @@ logger = logging.getLogger(__name__)
 
 FINISHED_LOG_TTL_SECONDS = 3600
 HEARTBEAT_TTL_SECONDS = 30
+# A node that has not beaten for this long is down; after a day it is forgotten.
 WORKER_TTL_SECONDS = 30
+NODE_FORGET_SECONDS = 24 * 3600
+NODES_KEY = "farm:nodes"
 CACHE_USED_KEY = "farm:cache:used"
 
 
@@ -31,10 +34,6 @@ def _log_key(build_id: str) -> str:
 
 def _heartbeat_key(build_id: str) -> str:
     return f"farm:build:{build_id}:heartbeat"
-
-
-def _worker_key(name: str) -> str:
-    return f"farm:worker:{name}"
 
 
 def _cancel_key(build_id: str) -> str:
@@ -97,31 +96,54 @@ class LiveState:
             return True
 
     def beat_worker(
-        self, name: str, *, queues: list[str], slots: int, engine: str = "ok"
+        self,
+        name: str,
+        *,
+        queues: list[str],
+        slots: int,
+        engine: str = "ok",
+        disk: dict[str, int] | None = None,
     ) -> None:
         """Say that worker ``name`` is up, which queues it serves, how many builds
-        it runs at once and how its engine answered ("ok" or what went wrong)."""
-        info = json.dumps(
-            {"queues": queues, "slots": slots, "engine": engine, "beat_at": time.time()}
-        )
+        it runs at once, how its engine answered ("ok" or what went wrong) and,
+        when known, its engine's disk: ``free_bytes``, ``size_bytes`` and
+        ``build_cache_bytes``."""
+        info = {"queues": queues, "slots": slots, "engine": engine}
+        info |= {"disk": disk or {}, "beat_at": time.time()}
         try:
-            self.client.set(_worker_key(name), info, ex=WORKER_TTL_SECONDS)
+            self.client.hset(NODES_KEY, name, json.dumps(info))
         except redis.RedisError:
             logger.warning("worker=%s: heartbeat not sent (Redis down)", name)
 
-    def workers(self) -> dict[str, dict[str, Any]]:
-        """The workers that beat lately, each with its queues and slots."""
+    def leave(self, name: str) -> None:
+        """Forget worker ``name`` at once: it stopped on purpose, it is not down."""
         try:
-            keys = self.client.keys(_worker_key("*"))
-            values = self.client.mget(keys) if keys else []
+            self.client.hdel(NODES_KEY, name)
+        except redis.RedisError:
+            logger.warning("worker=%s: not forgotten (Redis down)", name)
+
+    def nodes(self) -> dict[str, dict[str, Any]]:
+        """Every worker that beat within a day, each with its last beat's figures
+        and ``up``: whether that beat is recent."""
+        try:
+            raw = self.client.hgetall(NODES_KEY)
         except redis.RedisError as exc:
             raise StoreUnavailable("Redis could not be reached.") from exc
+        now = time.time()
         found = {}
-        for key, value in zip(keys, values, strict=True):
-            if value is not None:
-                name = _text(key).removeprefix(_worker_key(""))
-                found[name] = json.loads(_text(value))
+        for key, value in raw.items():
+            name, info = _text(key), json.loads(_text(value))
+            age = now - float(info.get("beat_at", 0))
+            if age > NODE_FORGET_SECONDS:
+                with suppress(redis.RedisError):
+                    self.client.hdel(NODES_KEY, name)
+                continue
+            found[name] = info | {"up": age <= WORKER_TTL_SECONDS}
         return dict(sorted(found.items()))
+
+    def workers(self) -> dict[str, dict[str, Any]]:
+        """The workers that are up, each with its queues and slots."""
+        return {name: info for name, info in self.nodes().items() if info["up"]}
 
     def mark_cache_used(self, references: Sequence[str]) -> None:
         """Note that these stage cache images were just imported or exported."""

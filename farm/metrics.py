@@ -1,13 +1,17 @@
 """Every Prometheus metric the farm exports, defined in one place.
 
-Build figures are read from the ledger at scrape time, so one ``/metrics`` endpoint
-reports the whole farm however many workers ran the builds, and survives restarts.
+Figures are read at scrape time from the ledger (builds) and Redis (queues and the
+nodes' beats), so one ``/metrics`` endpoint reports the whole farm however many
+workers ran the builds, and survives restarts. Labels stay few: queue, priority,
+final state, failure kind, stage role and node.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from prometheus_client.core import (
     CollectorRegistry,
@@ -18,96 +22,275 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
-from farm.errors import FarmError
-from farm.ledger import BuildLedger
-from farm.models import FINAL_STATES
-from farm.queue import BuildQueue
+from farm.errors import FAILURE_KINDS, FarmError
+from farm.models import FINAL_STATES, BuildState
+from farm.queue import PRIORITIES
+
+if TYPE_CHECKING:
+    from farm.builds import BuildService
 
 logger = logging.getLogger(__name__)
 
 DURATION_BUCKETS_SECONDS = (1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1200, 1800, 3600)
 WAIT_BUCKETS_SECONDS = (0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800)
+STAGE_BUCKETS_SECONDS = (0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800)
+PUSH_BUCKETS_SECONDS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+SIZE_BUCKETS_BYTES = tuple(float(2**n * 1024**2) for n in range(0, 14, 1))  # 1M-8G
+
+STAGE_ROLES = ("final", "builder")
+FAILURES = ("none", *sorted(set(FAILURE_KINDS.values()) | {"infrastructure"}))
+ENDED = [state.value for state in FINAL_STATES]
+
+Family = Callable[[], Iterator[Metric]]
 
 
 class FarmCollector(Collector):
-    """Queue depth from Redis and build figures from the ledger, read per scrape."""
+    """The farm's figures, read per scrape; a store that does not answer leaves
+    out only the families that need it."""
 
-    def __init__(
-        self, ledger: BuildLedger, queue: BuildQueue, queues: Sequence[str]
-    ) -> None:
-        self.ledger = ledger
-        self.queue = queue
-        self.queues = list(queues)
+    def __init__(self, service: BuildService) -> None:
+        self.service = service
+        self.ledger = service.ledger
+        self.live = service.live
+        self.queues = list(service.queues)
 
     def collect(self) -> Iterator[Metric]:
-        for make in (
-            self._queue_depth,
-            self._builds_running,
-            self._builds_total,
-            self._durations,
-            self._waits,
-        ):
+        families: list[Family] = [
+            self._stores,
+            self._queues,
+            self._broker,
+            self._builds,
+            self._histograms,
+            self._steps,
+            self._nodes,
+        ]
+        for family in families:
             try:
-                yield make()
+                yield from list(family())
             except FarmError as exc:
-                logger.warning("metrics: skipped %s: %s", make.__name__, exc.message)
+                logger.warning("metrics: skipped %s: %s", family.__name__, exc.message)
 
     def describe(self) -> Iterator[Metric]:
         return iter(())
 
-    def _queue_depth(self) -> Metric:
+    def _stores(self) -> Iterator[Metric]:
         family = GaugeMetricFamily(
-            "farm_queue_depth", "Builds waiting in a queue.", labels=["queue"]
+            "farm_store_up",
+            "Whether the web app reaches the store (database or Redis) the figures "
+            "are read from; families it holds are left out while it does not.",
+            labels=["store"],
         )
-        for name in self.queues:
-            family.add_metric([name], self.queue.depth(name))
-        return family
+        for store, ping in (("database", self.ledger.ping), ("redis", self.live.ping)):
+            try:
+                ping()
+                family.add_metric([store], 1)
+            except FarmError:
+                family.add_metric([store], 0)
+        yield family
 
-    def _builds_running(self) -> Metric:
+    # -- queues ---------------------------------------------------------------
+
+    def _queues(self) -> Iterator[Metric]:
+        depth = GaugeMetricFamily(
+            "farm_queue_depth",
+            "Builds waiting to start, including those a worker has reserved.",
+            labels=["queue", "priority"],
+        )
+        oldest = GaugeMetricFamily(
+            "farm_queue_oldest_wait_seconds",
+            "How long the oldest build waiting in a queue has waited.",
+            labels=["queue"],
+        )
+        demand = GaugeMetricFamily(
+            "farm_queue_demand_builds",
+            "Builds waiting or running in a queue: the figure to autoscale on.",
+            labels=["queue"],
+        )
+        capacity = GaugeMetricFamily(
+            "farm_queue_capacity_builds",
+            "Build slots of the nodes that are up and serve a queue.",
+            labels=["queue"],
+        )
+        running = GaugeMetricFamily(
+            "farm_builds_running", "Builds a worker is running now.", labels=["queue"]
+        )
+        waiting = {(q, p): 0 for q in self.queues for p in PRIORITIES}
+        since: dict[str, datetime] = {}
+        for queue, priority, count, first in self.ledger.waiting():
+            waiting[(queue, priority)] = waiting.get((queue, priority), 0) + count
+            since[queue] = min(since.get(queue, first), first)
+        now = datetime.now(UTC)
+        busy = self.ledger.count_running_by("queue")
+        slots = self._slots_per_queue()
+        for queue, priority in sorted(waiting):
+            depth.add_metric([queue, priority], waiting[(queue, priority)])
+        for queue in sorted({queue for queue, _ in waiting} | set(busy)):
+            queued = sum(n for (q, _), n in waiting.items() if q == queue)
+            age = (now - since[queue]).total_seconds() if queue in since else 0.0
+            oldest.add_metric([queue], max(0.0, age))
+            running.add_metric([queue], busy.get(queue, 0))
+            demand.add_metric([queue], queued + busy.get(queue, 0))
+            capacity.add_metric([queue], slots.get(queue, 0))
+        yield from (depth, oldest, running, demand, capacity)
+
+    def _slots_per_queue(self) -> dict[str, int]:
+        slots: dict[str, int] = {}
+        for info in self.live.workers().values():
+            for queue in info.get("queues", []):
+                slots[queue] = slots.get(queue, 0) + int(info.get("slots") or 0)
+        return slots
+
+    def _broker(self) -> Iterator[Metric]:
         family = GaugeMetricFamily(
-            "farm_builds_running", "Builds a worker is running now."
+            "farm_queue_broker_messages",
+            "Messages in a queue's Redis list itself (not those workers reserved).",
+            labels=["queue", "priority"],
         )
-        family.add_metric([], self.ledger.count_by_state().get("running", 0))
-        return family
+        for queue in self.queues:
+            for priority, count in sorted(self.service.queue.messages(queue).items()):
+                family.add_metric([queue, priority], count)
+        yield family
 
-    def _builds_total(self) -> Metric:
+    # -- builds ---------------------------------------------------------------
+
+    def _builds(self) -> Iterator[Metric]:
         family = CounterMetricFamily(
-            "farm_builds", "Builds that ended, by final state.", labels=["state"]
+            "farm_builds",
+            "Builds that ended, by final state and the kind of failure that ended "
+            "them (none for success).",
+            labels=["state", "failure"],
         )
-        counts = self.ledger.count_by_state()
-        for state in sorted(FINAL_STATES):
-            family.add_metric([state.value], counts.get(state.value, 0))
-        return family
+        counts = self.ledger.count_ended()
+        expected = {(BuildState.SUCCEEDED.value, "none")}
+        expected |= {(BuildState.CANCELLED.value, "cancelled")}
+        expected |= {(BuildState.FAILED.value, kind) for kind in FAILURES}
+        expected -= {(BuildState.FAILED.value, "none")}
+        expected -= {(BuildState.FAILED.value, "cancelled")}
+        for state, failure in sorted(expected | set(counts)):
+            family.add_metric([state, failure], counts.get((state, failure), 0))
+        yield family
 
-    def _durations(self) -> Metric:
-        return self._histogram(
+    def _histograms(self) -> Iterator[Metric]:
+        yield self._histogram(
             "farm_build_duration_seconds",
-            "Time from start to end of finished builds.",
-            "duration_seconds",
-            DURATION_BUCKETS_SECONDS,
+            "Time from start to end of ended builds, by final state.",
+            column="duration_seconds",
+            buckets=DURATION_BUCKETS_SECONDS,
+            states=ENDED,
+            by="state",
+            expected=ENDED,
         )
-
-    def _waits(self) -> Metric:
-        return self._histogram(
+        yield self._histogram(
             "farm_build_wait_seconds",
-            "Time builds waited in the queue before starting.",
-            "wait_seconds",
-            WAIT_BUCKETS_SECONDS,
+            "Time from submission to start of builds that started.",
+            column="wait_seconds",
+            buckets=WAIT_BUCKETS_SECONDS,
+            states=[*ENDED, BuildState.RUNNING.value],
+            by="queue",
+            expected=self.queues,
+        )
+        yield self._histogram(
+            "farm_stage_duration_seconds",
+            "Time each Dockerfile stage of succeeded builds took, by role: final "
+            "(the image's stage) or builder.",
+            column="stage_seconds",
+            buckets=STAGE_BUCKETS_SECONDS,
+            states=[BuildState.SUCCEEDED.value],
+            by="role",
+            expected=STAGE_ROLES,
+        )
+        yield self._histogram(
+            "farm_image_size_bytes",
+            "Size of the images succeeded builds pushed.",
+            column="image_size_bytes",
+            buckets=SIZE_BUCKETS_BYTES,
+            states=[BuildState.SUCCEEDED.value],
+        )
+        yield self._histogram(
+            "farm_push_duration_seconds",
+            "Time succeeded builds took to push their tags.",
+            column="push_seconds",
+            buckets=PUSH_BUCKETS_SECONDS,
+            states=[BuildState.SUCCEEDED.value],
         )
 
     def _histogram(
-        self, name: str, documentation: str, column: str, buckets: Sequence[float]
+        self,
+        name: str,
+        documentation: str,
+        *,
+        column: str,
+        buckets: Sequence[float],
+        states: Sequence[str],
+        by: str | None = None,
+        expected: Sequence[str] = ("",),
     ) -> Metric:
-        states = [state.value for state in FINAL_STATES]
-        if column == "wait_seconds":
-            states += ["running"]
-        counts, total, value_sum = self.ledger.histogram(column, buckets, states=states)
-        family = HistogramMetricFamily(name, documentation)
-        pairs: list[tuple[str, float]] = [
-            (str(float(b)), n) for b, n in zip(buckets, counts, strict=True)
-        ]
-        family.add_metric([], [*pairs, ("+Inf", total)], value_sum)
+        found = self.ledger.histogram(column, buckets, states=states, by=by)
+        family = HistogramMetricFamily(name, documentation, labels=[by] if by else [])
+        empty = ([0] * len(buckets), 0, 0.0)
+        for label in sorted(set(expected) | set(found)):
+            counts, total, value_sum = found.get(label, empty)
+            pairs: list[tuple[str, float]] = [
+                (_bound(b), n) for b, n in zip(buckets, counts, strict=True)
+            ]
+            family.add_metric(
+                [label] if by else [], [*pairs, ("+Inf", total)], value_sum
+            )
         return family
+
+    def _steps(self) -> Iterator[Metric]:
+        family = CounterMetricFamily(
+            "farm_build_steps",
+            "Build steps of ended builds, run or taken from cache; the cache hit "
+            "ratio is cached / all.",
+            labels=["result"],
+        )
+        run, cached = self.ledger.step_totals()
+        family.add_metric(["cached"], cached)
+        family.add_metric(["run"], run)
+        yield family
+
+    # -- nodes ----------------------------------------------------------------
+
+    def _nodes(self) -> Iterator[Metric]:
+        def gauge(name: str, documentation: str) -> GaugeMetricFamily:
+            return GaugeMetricFamily(name, documentation, labels=["node"])
+
+        up = gauge("farm_node_up", "Whether a node beat in the last 30 seconds.")
+        slots = gauge("farm_node_build_slots", "Builds a node runs at once.")
+        running = gauge("farm_node_builds_running", "Builds a node is running now.")
+        engine = gauge("farm_node_engine_up", "Whether a node's Docker engine answers.")
+        free = gauge(
+            "farm_node_disk_free_bytes",
+            "Free bytes on the filesystem holding a node's engine data.",
+        )
+        size = gauge(
+            "farm_node_disk_size_bytes",
+            "Size of the filesystem holding a node's engine data.",
+        )
+        cache = gauge(
+            "farm_node_build_cache_bytes", "Size of a node engine's build cache."
+        )
+        busy = self.ledger.count_running_by("worker")
+        for name, info in self.live.nodes().items():
+            alive = bool(info["up"])
+            up.add_metric([name], 1 if alive else 0)
+            slots.add_metric([name], int(info.get("slots") or 0))
+            running.add_metric([name], busy.get(name, 0))
+            engine.add_metric([name], 1 if alive and info.get("engine") == "ok" else 0)
+            disk = info.get("disk") or {}
+            for family, key in (
+                (free, "free_bytes"),
+                (size, "size_bytes"),
+                (cache, "build_cache_bytes"),
+            ):
+                if key in disk:
+                    family.add_metric([name], int(disk[key]))
+        yield from (up, slots, running, engine, free, size, cache)
+
+
+def _bound(bucket: float) -> str:
+    return str(float(bucket))
 
 
 def make_registry(collector: FarmCollector) -> CollectorRegistry:

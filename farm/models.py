@@ -83,12 +83,33 @@ class Build(Base):
     duration_seconds: Mapped[float | None] = mapped_column(Float)
     wait_seconds: Mapped[float | None] = mapped_column(Float)
     error: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    # What kind of failure ended it (farm.errors.failure_kind), "none" for success.
+    failure: Mapped[str | None] = mapped_column(String(16))
+    # Seconds taken to push the image's tags.
+    push_seconds: Mapped[float | None] = mapped_column(Float)
     # farm.buildspec.project_name of the source and tags, and who asked (token name).
     project: Mapped[str | None] = mapped_column(String(255), index=True)
     # Bytes of each named stage's image the target builds on (a builder's size),
     # known once the stage cache was exported.
     stage_sizes: Mapped[dict[str, int] | None] = mapped_column(JSON)
     submitted_by: Mapped[str | None] = mapped_column(String(64))
+
+
+class BuildStage(Base):
+    """How long one Dockerfile stage of a succeeded build took, for metrics.
+
+    ``role`` keeps the figures few: "final" for the stage the image is made from,
+    "builder" for any other.
+    """
+
+    __tablename__ = "build_stages"
+
+    build_id: Mapped[str] = mapped_column(ForeignKey("builds.id"), primary_key=True)
+    stage: Mapped[str] = mapped_column(String(128), primary_key=True)
+    role: Mapped[str] = mapped_column(String(16))
+    duration_seconds: Mapped[float] = mapped_column(Float)
+    steps_total: Mapped[int] = mapped_column(Integer, default=0)
+    steps_cached: Mapped[int] = mapped_column(Integer, default=0)
 
 
 class BuildLog(Base):

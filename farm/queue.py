@@ -86,8 +86,16 @@ class BuildQueue:
 
     def depth(self, queue: str) -> int:
         """Builds waiting in Redis for ``queue``, all priorities together."""
+        return sum(self.messages(queue).values())
+
+    def messages(self, queue: str) -> dict[str, int]:
+        """Messages in the Redis lists of ``queue``, per priority; those a worker
+        has reserved are no longer there."""
         try:
-            return sum(int(self.redis.llen(key)) for key in redis_lists(queue))
+            return {
+                name: int(self.redis.llen(_list_name(queue, step)))
+                for name, step in PRIORITIES.items()
+            }
         except redis.RedisError as exc:
             raise StoreUnavailable("Redis could not be reached.") from exc
 
@@ -109,10 +117,11 @@ class BuildQueue:
 
 def redis_lists(queue: str) -> list[str]:
     """The Redis lists behind ``queue``, in the order workers take from them."""
-    return [
-        queue if step == 0 else f"{queue}{PRIORITY_SEPARATOR}{step}"
-        for step in sorted(PRIORITIES.values())
-    ]
+    return [_list_name(queue, step) for step in sorted(PRIORITIES.values())]
+
+
+def _list_name(queue: str, step: int) -> str:
+    return queue if step == 0 else f"{queue}{PRIORITY_SEPARATOR}{step}"
 
 
 def _task_args(message: bytes | str) -> str:

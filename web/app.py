@@ -44,7 +44,6 @@ def create_app(settings: Settings | None = None) -> Flask:
     if not settings.secret_key:
         logger.warning("web: FARM_SECRET_KEY is not set; forms break on restart")
     service = BuildService.from_settings(settings)
-    ledger, queue = service.ledger, service.queue
     app.extensions["farm"] = service
     app.extensions["farm.groups"] = GroupService(service)
     app.extensions["farm.hooks"] = HookService(service)
@@ -55,13 +54,11 @@ def create_app(settings: Settings | None = None) -> Flask:
         settings.max_log_followers
     )
     app.extensions["farm.settings"] = settings
-    app.extensions["farm.metrics"] = make_registry(
-        FarmCollector(ledger, queue, settings.queue_names)
-    )
+    app.extensions["farm.metrics"] = make_registry(FarmCollector(service))
     csrf = CSRFProtect(app)
     csrf.exempt(api.blueprint)
     app.add_template_filter(format_time, "when")
-    init_auth(app, TokenService(ledger))
+    init_auth(app, TokenService(service.ledger))
     app.register_blueprint(api.blueprint)
     app.register_blueprint(pages.blueprint)
     app.register_blueprint(badges.blueprint)

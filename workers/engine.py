@@ -12,6 +12,7 @@ import contextlib
 import http.client
 import json
 import logging
+import os
 import socket
 import threading
 from collections.abc import Iterator, Mapping, Sequence
@@ -27,6 +28,7 @@ from docker.utils.utils import parse_repository_tag
 from farm.errors import (
     BuildCancelled,
     BuildFailed,
+    BuildTimedOut,
     EngineError,
     FarmError,
     PushFailed,
@@ -185,7 +187,7 @@ class EngineClient:
             return BuildCancelled("The build was cancelled.")
         if isinstance(error.__cause__, _TIMEOUT_ERRORS):
             # Closing the response afterwards makes the engine cancel the solve.
-            return BuildFailed(
+            return BuildTimedOut(
                 f"The build sent no progress for {self.timeout_seconds:.0f}s and was "
                 "stopped; make long steps print output or raise the timeout."
             )
@@ -244,6 +246,20 @@ class EngineClient:
         repository, tag = parse_repository_tag(reference)
         with _translated(f"tag {image} as {reference}"):
             self._api.tag(image, repository, tag=tag or "latest", force=True)
+
+    def disk_usage(self, data_dir: str = "") -> dict[str, int]:
+        """The engine's build cache size and, if its data folder (``data_dir``, else
+        the one the engine names) is on this machine, the free and total bytes of
+        the filesystem holding it."""
+        with _translated("read the engine's disk usage"):
+            folder = data_dir or str(self._api.info().get("DockerRootDir") or "")
+            records = self._api.df().get("BuildCache") or []
+        figures = {"build_cache_bytes": sum(int(r.get("Size") or 0) for r in records)}
+        if folder and os.path.isdir(folder):
+            disk = os.statvfs(folder)
+            figures["free_bytes"] = disk.f_bavail * disk.f_frsize
+            figures["size_bytes"] = disk.f_blocks * disk.f_frsize
+        return figures
 
     def prune_build_cache(self, *, keep_bytes: int) -> int:
         """Drop the oldest build cache beyond ``keep_bytes``; return bytes freed."""

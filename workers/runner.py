@@ -20,14 +20,16 @@ from farm.errors import (
     AttemptLost,
     BuildCancelled,
     BuildFailed,
+    BuildTimedOut,
     FarmError,
     InvalidRequest,
+    SourceError,
 )
 from farm.ledger import BuildLedger, counts_as_build_step
 from farm.livestate import LiveState
-from farm.models import Build, BuildState
+from farm.models import Build, BuildStage, BuildState
 from farm.registry import RegistryClient
-from workers.buildkit.progress import BuildProgress
+from workers.buildkit.progress import BuildProgress, Step
 from workers.cache import (
     CachePlan,
     StageCache,
@@ -110,9 +112,10 @@ class BuildRunner:
         log = BuildLog(build_id, self.live)
         log.write([f"Attempt {build.attempts} on worker {worker}"])
         cancel = threading.Event()
+        timed_out = threading.Event()
         watcher = threading.Thread(
             target=self._watch,
-            args=(build_id, cancel),
+            args=(build_id, cancel, timed_out),
             daemon=True,
             name=f"watch-{build_id}",
         )
@@ -122,7 +125,7 @@ class BuildRunner:
             tempfile.mkdtemp(prefix=f"build-{build_id}-", dir=self.workspace_root)
         )
         try:
-            self._run_claimed(build, log, cancel, workspace)
+            self._run_claimed(build, log, cancel, timed_out, workspace)
         except AttemptLost as exc:
             logger.warning("build=%s: result dropped: %s", build_id, exc.message)
         finally:
@@ -132,19 +135,32 @@ class BuildRunner:
             self.live.end_beats(build_id)
             self.live.expire_log(build_id)
 
-    def _watch(self, build_id: str, cancel: threading.Event) -> None:
-        """Beat for the build and turn a cancel request into the cancel event."""
+    def _watch(
+        self, build_id: str, cancel: threading.Event, timed_out: threading.Event
+    ) -> None:
+        """Beat for the build, and stop it (set ``cancel``) on a cancel request or
+        once it has run for the farm's time limit (setting ``timed_out`` too)."""
         beat_at = time.monotonic()
+        deadline = beat_at + self.settings.build_timeout_seconds
         while not cancel.wait(CANCEL_POLL_SECONDS):
             if time.monotonic() - beat_at >= HEARTBEAT_INTERVAL_SECONDS:
                 self.live.beat(build_id, worker=self.settings.worker_name)
                 beat_at = time.monotonic()
-            if self.live.cancel_requested(build_id):
+            if time.monotonic() >= deadline:
+                logger.info("build=%s: stopping at the time limit", build_id)
+                timed_out.set()
+                cancel.set()
+            elif self.live.cancel_requested(build_id):
                 logger.info("build=%s: cancelling on request", build_id)
                 cancel.set()
 
     def _run_claimed(
-        self, build: Build, log: BuildLog, cancel: threading.Event, workspace: Path
+        self,
+        build: Build,
+        log: BuildLog,
+        cancel: threading.Event,
+        timed_out: threading.Event,
+        workspace: Path,
     ) -> None:
         progress: BuildProgress | None = None
         try:
@@ -174,6 +190,12 @@ class BuildRunner:
                 )
                 outcome = self._push(build, image_id, references, log)
                 saver.save()
+                self.ledger.record_stages(
+                    build.id,
+                    stage_timings(
+                        progress.steps, final=_final_stage(source, build.target)
+                    ),
+                )
                 self.ledger.finish(
                     build.id,
                     BuildState.SUCCEEDED,
@@ -192,6 +214,18 @@ class BuildRunner:
         except AttemptLost:
             raise
         except BuildCancelled:
+            if timed_out.is_set():
+                limit = self.settings.build_timeout_seconds
+                self._fail_with(
+                    build,
+                    log,
+                    progress,
+                    BuildTimedOut(
+                        f"The build ran longer than the farm's limit of {limit}s "
+                        "and was stopped."
+                    ),
+                )
+                return
             self._fail(
                 build,
                 log,
@@ -214,13 +248,22 @@ class BuildRunner:
                 },
             )
         except FarmError as exc:
-            self._fail(
-                build,
-                log,
-                progress,
-                BuildState.FAILED,
-                {"code": exc.code, "message": exc.message},
-            )
+            self._fail_with(build, log, progress, exc)
+
+    def _fail_with(
+        self,
+        build: Build,
+        log: BuildLog,
+        progress: BuildProgress | None,
+        exc: FarmError,
+    ) -> None:
+        self._fail(
+            build,
+            log,
+            progress,
+            BuildState.FAILED,
+            {"code": exc.code, "message": exc.message},
+        )
 
     def _fail(
         self,
@@ -248,7 +291,10 @@ class BuildRunner:
         root = workspace / "source"
         if build.source_kind == "git":
             assert build.git_url and build.git_ref
-            self.destinations.check_url(build.git_url, field="git_url")
+            try:
+                self.destinations.check_url(build.git_url, field="git_url")
+            except InvalidRequest as exc:
+                raise SourceError(exc.message) from exc
             log.write([f"Fetching {redact_url(build.git_url)} at {build.git_ref}"])
             commit = fetch_git(
                 build.git_url,
@@ -337,6 +383,7 @@ class BuildRunner:
         self, build: Build, image_id: str, references: list[str], log: BuildLog
     ) -> dict[str, Any]:
         digest = ""
+        push_started = time.monotonic()
         for reference in references:
             log.write([f"Pushing {reference}"])
             started = time.monotonic()
@@ -348,13 +395,48 @@ class BuildRunner:
             log.write(
                 [f"Pushed {reference}@{digest} in {time.monotonic() - started:.1f}s"]
             )
+        push_seconds = time.monotonic() - push_started
         size = self.engine.image_size(image_id)
         self.engine.remove_image(local_name(build.id))
         return {
             "image_references": references,
             "image_digest": digest,
             "image_size_bytes": size,
+            "push_seconds": push_seconds,
         }
+
+
+def stage_timings(steps: list[Step], *, final: str) -> list[BuildStage]:
+    """Each Dockerfile stage's time, from its first step's start to its last
+    step's end, with its steps counted; ``final`` names the image's stage."""
+    timings = []
+    for stage in dict.fromkeys(step.stage for step in steps if step.stage):
+        own = [step for step in steps if step.stage == stage and not step.internal]
+        starts = [step.started_at for step in own if step.started_at]
+        ends = [step.completed_at for step in own if step.completed_at]
+        if not starts or not ends:
+            continue
+        counted = [step for step in own if counts_as_build_step(asdict(step))]
+        timings.append(
+            BuildStage(
+                stage=stage,
+                role="final" if stage.lower() == final.lower() else "builder",
+                duration_seconds=max(0.0, (max(ends) - min(starts)).total_seconds()),
+                steps_total=len(counted),
+                steps_cached=sum(1 for step in counted if step.cached),
+            )
+        )
+    return timings
+
+
+def _final_stage(source: PreparedSource, target: str | None) -> str:
+    """The label of the stage the image is made from: the target, else the last."""
+    try:
+        stages = parse_dockerfile(source.dockerfile_text).stages
+    except InvalidRequest:  # BuildKit read it; our stricter reader need not
+        return target or ""
+    found = [s for s in stages if target in (s.name, s.label)] if target else stages
+    return found[-1].label if found else target or ""
 
 
 def local_name(build_id: str) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 
 import docker
 import redis
@@ -32,6 +33,7 @@ from workers.smoke import SmokeTester
 logger = logging.getLogger(__name__)
 
 WORKER_BEAT_SECONDS = 10
+DISK_MEASURE_SECONDS = 60
 ENGINE_RETRY_SECONDS = 15
 
 
@@ -130,19 +132,40 @@ def start_housekeeping(settings: Settings, runner: BuildRunner, app: Celery) -> 
         return "ok"
 
     def beat_forever() -> None:
+        disk: dict[str, int] = {}
+        measured_at = float("-inf")
         while True:
+            health = engine_health()
+            if (
+                health == "ok"
+                and time.monotonic() - measured_at >= DISK_MEASURE_SECONDS
+            ):
+                try:
+                    disk = runner.engine.disk_usage(settings.engine_data_dir)
+                    measured_at = time.monotonic()
+                except FarmError as exc:
+                    logger.warning("worker: disk usage not read: %s", exc.message)
             runner.live.beat_worker(
                 settings.worker_name,
                 queues=settings.queue_names,
                 slots=settings.worker_concurrency,
-                engine=engine_health(),
+                engine=health,
+                disk=disk,
             )
             if stop.wait(WORKER_BEAT_SECONDS):
                 return
 
+    beat = threading.Thread(target=beat_forever, daemon=True, name="beat")
+
+    def leave(**_: object) -> None:
+        """Stop beating and say this node left, so it does not count as down."""
+        stop.set()
+        beat.join(timeout=WORKER_BEAT_SECONDS)
+        runner.live.leave(settings.worker_name)
+
     def start(**_: object) -> None:
         interval = settings.reap_interval_seconds
-        threading.Thread(target=beat_forever, daemon=True, name="beat").start()
+        beat.start()
         threading.Thread(
             target=reaper.run_forever,
             kwargs={"stop": stop, "interval_seconds": interval},
@@ -160,7 +183,7 @@ def start_housekeeping(settings: Settings, runner: BuildRunner, app: Celery) -> 
         ).start()
 
     worker_ready.connect(start, weak=False)
-    worker_shutting_down.connect(lambda **_: stop.set(), weak=False)
+    worker_shutting_down.connect(leave, weak=False)
 
 
 def fetch_missing_base_images(settings: Settings) -> None:

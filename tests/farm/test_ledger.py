@@ -1,6 +1,6 @@
 from farm.buildspec import GitSource, parse_spec
-from farm.ledger import BuildLedger
-from farm.models import BuildState
+from farm.ledger import BuildLedger, as_utc
+from farm.models import BuildStage, BuildState
 
 SOURCE = GitSource(url="https://git.example.org/app.git", ref="main")
 
@@ -64,10 +64,97 @@ def test_histogram_counts_are_cumulative(tmp_path):
         build = ledger.create(parse_spec({}, SOURCE), queue="builds")
         ledger.claim(build.id, worker="w")
         ledger.finish(build.id, BuildState.SUCCEEDED)
-    counts, total, _ = ledger.histogram(
-        "duration_seconds", [0.0, 60.0], states=["succeeded"]
-    )
+    found = ledger.histogram("duration_seconds", [0.0, 60.0], states=["succeeded"])
+    counts, total, _ = found[""]
     assert total == 3 and counts[-1] == 3 and counts[0] <= counts[1]
+
+
+def ended(ledger, state, error=None, *, queue="builds", **values):
+    build = ledger.create(parse_spec({}, SOURCE), queue=queue)
+    ledger.claim(build.id, worker="w")
+    return ledger.finish(build.id, state, error=error, **values)
+
+
+def test_ended_builds_are_counted_by_state_and_failure_kind(tmp_path):
+    ledger = make_ledger(tmp_path)
+    ended(ledger, BuildState.SUCCEEDED)
+    ended(ledger, BuildState.FAILED, {"code": "build_failed"})
+    ended(ledger, BuildState.FAILED, {"code": "build_failed"})
+    ended(ledger, BuildState.FAILED, {"code": "source_failed"})
+    ended(ledger, BuildState.FAILED, {"code": "timed_out"})
+    ended(ledger, BuildState.FAILED, {"code": "worker_lost"})
+    ended(ledger, BuildState.FAILED, {"code": "push_failed"})
+    ended(ledger, BuildState.CANCELLED, {"code": "cancelled"})
+    queued = ledger.create(parse_spec({}, SOURCE), queue="builds")
+    assert ledger.cancel_if_queued(queued.id)
+
+    assert ledger.count_ended() == {
+        ("succeeded", "none"): 1,
+        ("failed", "dockerfile"): 2,
+        ("failed", "source"): 1,
+        ("failed", "timeout"): 1,
+        ("failed", "infrastructure"): 2,
+        ("cancelled", "cancelled"): 2,
+    }
+
+
+def test_waiting_builds_are_grouped_by_queue_and_priority_with_the_oldest(tmp_path):
+    ledger = make_ledger(tmp_path)
+    first = ledger.create(parse_spec({}, SOURCE), queue="builds")
+    ledger.create(parse_spec({}, SOURCE), queue="builds", priority="urgent")
+    ledger.create(parse_spec({}, SOURCE), queue="builds")
+    ledger.create(parse_spec({}, SOURCE), queue="arm64")
+    started = ledger.create(parse_spec({}, SOURCE), queue="arm64")
+    ledger.claim(started.id, worker="w")
+
+    waiting = {(q, p): (n, oldest) for q, p, n, oldest in ledger.waiting()}
+    assert {key: n for key, (n, _) in waiting.items()} == {
+        ("builds", "normal"): 2,
+        ("builds", "urgent"): 1,
+        ("arm64", "normal"): 1,
+    }
+    assert waiting[("builds", "normal")][1] == as_utc(first.created_at)
+    assert ledger.count_running_by("queue") == {"arm64": 1}
+    assert ledger.count_running_by("worker") == {"w": 1}
+
+
+def test_steps_and_stage_times_add_up_over_ended_builds(tmp_path):
+    ledger = make_ledger(tmp_path)
+    for cached in (0, 2):
+        build = ended(ledger, BuildState.SUCCEEDED)
+        ledger.record_steps(
+            build.id,
+            [
+                {"name": "RUN a", "internal": False, "cached": cached > 0},
+                {"name": "RUN b", "internal": False, "cached": cached > 1},
+            ],
+        )
+        ledger.record_stages(
+            build.id,
+            [
+                BuildStage(stage="build", role="builder", duration_seconds=3.0),
+                BuildStage(stage="app", role="final", duration_seconds=0.5),
+            ],
+        )
+    assert ledger.step_totals() == (2, 2)
+
+    found = ledger.histogram(
+        "stage_seconds", [1.0, 5.0], states=["succeeded"], by="role"
+    )
+    assert found == {
+        "builder": ([0, 2], 2, 6.0),
+        "final": ([2, 2], 2, 1.0),
+    }
+
+
+def test_image_sizes_and_push_times_are_kept_for_succeeded_builds(tmp_path):
+    ledger = make_ledger(tmp_path)
+    ended(ledger, BuildState.SUCCEEDED, image_size_bytes=3000, push_seconds=0.4)
+    ended(ledger, BuildState.FAILED, {"code": "build_failed"})
+    sizes = ledger.histogram("image_size_bytes", [1000, 4000], states=["succeeded"])
+    pushes = ledger.histogram("push_seconds", [1.0], states=["succeeded"])
+    assert sizes == {"": ([0, 1], 1, 3000.0)}
+    assert pushes == {"": ([1], 1, 0.4)}
 
 
 def test_archives_are_stored_once_by_content(tmp_path):

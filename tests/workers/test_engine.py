@@ -19,6 +19,7 @@ import pytest
 from farm.errors import (
     BuildCancelled,
     BuildFailed,
+    BuildTimedOut,
     EngineError,
     PushFailed,
     SourceError,
@@ -388,7 +389,7 @@ def test_silent_build_fails_after_the_timeout_and_is_stopped(
     started = time.monotonic()
     with (
         EngineClient(engine_url, timeout_seconds=3) as engine,
-        pytest.raises(BuildFailed) as caught,
+        pytest.raises(BuildTimedOut) as caught,
     ):
         build(engine, folder, new_tag("farm-test/engine"))
     assert "no progress for 3s" in caught.value.message

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import requests
 
 from farm.local.stack import LocalFarm, Node
 from tests.conftest import ARTIFACTS, farm_on_session_services
@@ -90,6 +91,23 @@ def test_build_of_killed_worker_is_rerun_on_the_other(two_node_farm, tiny_image)
     assert any("stopped answering" in line for line in log)
     assert Path(victim.log_path).exists()
 
+    # The killed node stays listed, down, so an alert on it can fire.
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        nodes = node_states(two_node_farm)
+        if nodes.get(first_worker) is False:
+            break
+        time.sleep(1)
+    assert nodes[first_worker] is False and any(nodes.values())
+    metrics = requests.get(f"{two_node_farm.web_url}/metrics", timeout=10).text
+    assert f'farm_node_up{{node="{first_worker}"}} 0.0' in metrics
+
+
+def node_states(farm: LocalFarm) -> dict[str, bool]:
+    """Each listed node's name and whether it is up."""
+    answer = farm.api_session().get(f"{farm.web_url}/api/v1/nodes", timeout=10)
+    return {node["name"]: node["up"] for node in answer.json()["nodes"]}
+
 
 def children(pid: int) -> list[int]:
     text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
@@ -130,3 +148,15 @@ def test_a_worker_that_dies_on_its_own_is_started_again(two_node_farm, tiny_imag
             break
         time.sleep(0.5)
     assert build["state"] == "succeeded", build["error"]
+
+
+def test_a_worker_stopped_on_purpose_leaves_the_node_list(two_node_farm):
+    node = next(
+        p
+        for p in two_node_farm.processes
+        if p.name.startswith("worker-") and p.running()
+    )
+    name = node.name.removeprefix("worker-")
+    assert node_states(two_node_farm).get(name) is True
+    node.stop()  # SIGTERM: the worker finishes what it runs, then leaves
+    assert name not in node_states(two_node_farm)

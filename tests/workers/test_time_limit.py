@@ -1,0 +1,99 @@
+"""A build that runs past FARM_BUILD_TIMEOUT_SECONDS is stopped and recorded as
+timed out, while it keeps printing (so it is the limit, not silence, that ends it)."""
+
+from __future__ import annotations
+
+import io
+import subprocess
+import tarfile
+import time
+import uuid
+from collections.abc import Iterator
+
+import pytest
+import requests
+
+from farm.local.stack import LocalFarm, Node
+from tests.conftest import ARTIFACTS, farm_on_session_services
+
+pytestmark = pytest.mark.integration
+
+LIMIT_SECONDS = 6
+
+
+@pytest.fixture(scope="module")
+def limited_farm(
+    redis_url, registry, postgres_url, engine_url, tmp_path_factory
+) -> Iterator[LocalFarm]:
+    stack = farm_on_session_services(
+        ARTIFACTS / "time-limit",
+        redis_url=redis_url,
+        registry=registry,
+        postgres_url=postgres_url,
+        nodes=(Node("node-limit", engine_url.split("/")[-2]),),
+        env={
+            "FARM_QUEUE": "time-limit",
+            "FARM_BUILD_TIMEOUT_SECONDS": str(LIMIT_SECONDS),
+            "FARM_WORK_DIR": str(tmp_path_factory.mktemp("work")),
+        },
+    )
+    stack.start_farm()
+    yield stack
+    stack.stop()
+
+
+def ticking_source(base: str, marker: str) -> bytes:
+    dockerfile = (
+        f"FROM {base}\nRUN for i in $(seq 1 120); do echo {marker} $i; sleep 1; done\n"
+    ).encode()
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz", format=tarfile.GNU_FORMAT) as tar:
+        info = tarfile.TarInfo("Dockerfile")
+        info.size = len(dockerfile)
+        tar.addfile(info, io.BytesIO(dockerfile))
+    return buffer.getvalue()
+
+
+def processes_with(marker: str) -> list[str]:
+    listing = subprocess.run(
+        ["ps", "-eo", "args"], capture_output=True, text=True, check=True
+    )
+    return [line for line in listing.stdout.splitlines() if marker in line]
+
+
+def test_a_build_over_the_time_limit_is_stopped_and_counted_as_timeout(
+    limited_farm, tiny_image
+):
+    http = limited_farm.api_session()
+    api = f"{limited_farm.web_url}/api/v1/builds"
+    marker = f"tick-{uuid.uuid4().hex}"
+    build_id = http.post(
+        api,
+        timeout=30,
+        files={"archive": ("s.tar.gz", ticking_source(tiny_image, marker))},
+    ).json()["id"]
+
+    deadline = time.monotonic() + 120
+    build: dict = {}
+    while time.monotonic() < deadline:
+        build = http.get(f"{api}/{build_id}", timeout=10).json()
+        if build["state"] in {"succeeded", "failed", "cancelled"}:
+            break
+        time.sleep(0.5)
+    assert build["state"] == "failed"
+    assert build["error"]["code"] == "timed_out"
+    assert f"limit of {LIMIT_SECONDS}s" in build["error"]["message"]
+    assert LIMIT_SECONDS <= build["duration_seconds"] < LIMIT_SECONDS + 15
+    log = http.get(f"{api}/{build_id}/log", timeout=10).json()["lines"]
+    assert any(f"{marker} 2" in line for line in log)  # it did print meanwhile
+    time.sleep(3)
+    assert processes_with(marker + " ") == []  # the RUN step is gone from the engine
+
+    metrics = requests.get(f"{limited_farm.web_url}/metrics", timeout=10).text
+    timed_out = [
+        line
+        for line in metrics.splitlines()
+        if line.startswith('farm_builds_total{failure="timeout",state="failed"}')
+        or line.startswith('farm_builds_total{state="failed",failure="timeout"}')
+    ]
+    assert timed_out and float(timed_out[0].split()[-1]) >= 1
