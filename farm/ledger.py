@@ -122,6 +122,7 @@ class BuildLedger:
                 with self._translated():
                     Base.metadata.create_all(self.engine)
                     self._add_missing_columns()
+                    self._fill_failure_kinds()
                 return
             except StoreUnavailable:
                 # Another process created a table between our check and our
@@ -153,6 +154,24 @@ class BuildLedger:
                 logger.info("database: added column %s.%s", table.name, column.name)
             for index in table.indexes:
                 index.create(self.engine, checkfirst=True)
+
+    def _fill_failure_kinds(self) -> None:
+        """Give builds that ended before failure kinds were kept theirs, from the
+        state and error code they recorded."""
+        query = select(Build.id, Build.state, Build.error).where(
+            Build.failure.is_(None),
+            Build.state.in_([state.value for state in FINAL_STATES]),
+        )
+        with self._session() as session:
+            rows = session.execute(query).all()
+            for build_id, state, error in rows:
+                session.execute(
+                    update(Build)
+                    .where(Build.id == build_id)
+                    .values(failure=failure_kind(state, error))
+                )
+        if rows:
+            logger.info("database: failure kinds filled in for %d builds", len(rows))
 
     @contextmanager
     def _translated(self) -> Iterator[None]:

@@ -191,8 +191,8 @@ class FarmCollector(Collector):
         )
         yield self._histogram(
             "farm_stage_duration_seconds",
-            "Time each Dockerfile stage of succeeded builds took, by role: final "
-            "(the image's stage) or builder.",
+            "Time the steps of each Dockerfile stage of succeeded builds ran, by "
+            "role: final (the image's stage) or builder.",
             column="stage_seconds",
             buckets=STAGE_BUCKETS_SECONDS,
             states=[BuildState.SUCCEEDED.value],

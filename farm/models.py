@@ -96,7 +96,8 @@ class Build(Base):
 
 
 class BuildStage(Base):
-    """How long one Dockerfile stage of a succeeded build took, for metrics.
+    """How long the steps of one Dockerfile stage of a succeeded build ran, added
+    up (waiting for other stages left out), for metrics.
 
     ``role`` keeps the figures few: "final" for the stage the image is made from,
     "builder" for any other.

@@ -407,23 +407,30 @@ class BuildRunner:
 
 
 def stage_timings(steps: list[Step], *, final: str) -> list[BuildStage]:
-    """Each Dockerfile stage's time, from its first step's start to its last
-    step's end, with its steps counted; ``final`` names the image's stage."""
+    """Each Dockerfile stage's time: how long its own steps ran, added up (not
+    the wait for stages it copies from), with its steps counted; ``final`` names
+    the image's stage."""
     timings = []
     for stage in dict.fromkeys(step.stage for step in steps if step.stage):
-        own = [step for step in steps if step.stage == stage and not step.internal]
-        starts = [step.started_at for step in own if step.started_at]
-        ends = [step.completed_at for step in own if step.completed_at]
-        if not starts or not ends:
+        own = [
+            step
+            for step in steps
+            if step.stage == stage and counts_as_build_step(asdict(step))
+        ]
+        ran = [
+            (step.completed_at - step.started_at).total_seconds()
+            for step in own
+            if step.started_at and step.completed_at
+        ]
+        if not ran:
             continue
-        counted = [step for step in own if counts_as_build_step(asdict(step))]
         timings.append(
             BuildStage(
                 stage=stage,
                 role="final" if stage.lower() == final.lower() else "builder",
-                duration_seconds=max(0.0, (max(ends) - min(starts)).total_seconds()),
-                steps_total=len(counted),
-                steps_cached=sum(1 for step in counted if step.cached),
+                duration_seconds=max(0.0, sum(ran)),
+                steps_total=len(own),
+                steps_cached=sum(1 for step in own if step.cached),
             )
         )
     return timings

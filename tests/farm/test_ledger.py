@@ -1,3 +1,5 @@
+from sqlalchemy import text
+
 from farm.buildspec import GitSource, parse_spec
 from farm.ledger import BuildLedger, as_utc
 from farm.models import BuildStage, BuildState
@@ -163,3 +165,16 @@ def test_archives_are_stored_once_by_content(tmp_path):
     again = ledger.store_archive(b"abc")
     assert first.sha256 == again.sha256
     assert ledger.load_archive(first.sha256) == b"abc"
+
+
+def test_builds_that_ended_before_failure_kinds_get_theirs(tmp_path):
+    ledger = make_ledger(tmp_path)
+    good = ended(ledger, BuildState.SUCCEEDED)
+    bad = ended(ledger, BuildState.FAILED, {"code": "source_failed"})
+    with ledger.engine.begin() as connection:  # as an older farm left them
+        connection.execute(text("UPDATE builds SET failure = NULL"))
+    ledger.create_tables()
+    assert (ledger.get(good.id).failure, ledger.get(bad.id).failure) == (
+        "none",
+        "source",
+    )
