@@ -580,6 +580,16 @@ class BuildLedger:
         logger.info("build=%s: %s", build_id, state.value)
         return build
 
+    def holds(self, build_id: str, *, attempt: int) -> bool:
+        """Whether ``attempt`` is still the running attempt of the build."""
+        query = select(func.count()).where(
+            Build.id == build_id,
+            Build.state == BuildState.RUNNING,
+            Build.attempts == attempt,
+        )
+        with self._session() as session:
+            return bool(session.execute(query).scalar_one())
+
     def requeue(self, build_id: str, *, attempt: int) -> bool:
         """Hand a running build back to the queue if ``attempt`` still holds it."""
         with self._session() as session:

@@ -389,6 +389,12 @@ class BuildRunner:
             started = time.monotonic()
             lock = f"push:{self.settings.engine_url}:{reference}"
             with self.live.locked(lock, seconds=PUSH_LOCK_SECONDS):
+                # A build handed to another node meanwhile is that node's to push.
+                if not self.ledger.holds(build.id, attempt=build.attempts):
+                    raise AttemptLost(
+                        f"Build {build.id} attempt {build.attempts} was handed to "
+                        "another node before its push."
+                    )
                 self.engine.tag(image_id, reference)
                 result = self.engine.push(reference)
             digest = result.digest
