@@ -1,0 +1,268 @@
+"""Restarting the farm's parts under load: Redis in the middle of a queue of 100
+builds, the web app while requests arrive, and a node's Docker engine mid-build.
+Every build accepted ends exactly once; nothing accepted is lost."""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+
+import docker
+import pytest
+import requests
+
+from farm.local.engine import EngineLayout, LocalEngine
+from farm.local.process import free_port, port_open, wait_until
+from farm.local.redis import LocalRedis
+from farm.local.stack import LocalFarm, Node, start_farm_process
+from tests.conftest import ARTIFACTS, farm_on_session_services
+
+pytestmark = pytest.mark.integration
+
+ENDED = {"succeeded", "failed", "cancelled"}
+
+
+@pytest.fixture(scope="module")
+def own_redis(tmp_path_factory) -> Iterator[LocalRedis]:
+    server = LocalRedis(tmp_path_factory.mktemp("redis"), port=free_port())
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def own_engine(registry, engine_url, tiny_image) -> Iterator[LocalEngine]:
+    """Engine faults0, with the tiny base image, for restarting at will."""
+    engine = LocalEngine(EngineLayout("faults0"))
+    engine.start()
+    first = docker.APIClient(base_url=engine_url)
+    second = docker.APIClient(base_url=engine.url)
+    shared = f"{registry}/{tiny_image}"
+    first.tag(tiny_image, shared)
+    for _ in first.push(shared, stream=True, decode=True):
+        pass
+    second.pull(shared)
+    second.tag(shared, tiny_image)
+    second.close()
+    first.close()
+    yield engine
+    engine.stop()
+
+
+@pytest.fixture(scope="module")
+def restart_farm(
+    own_redis, own_engine, registry, postgres_url, engine_url, tmp_path_factory
+) -> Iterator[LocalFarm]:
+    """Web and two workers over a Redis of their own; node restart-a builds on
+    engine faults0 and alone serves queue engine-restart."""
+    stack = farm_on_session_services(
+        ARTIFACTS / "restarts",
+        redis_url=own_redis.url,
+        registry=registry,
+        postgres_url=postgres_url,
+        nodes=(
+            Node("restart-a", "faults0", queues="engine-restart"),
+            Node("restart-b", engine_url.split("/")[-2], queues=""),
+        ),
+        env={
+            "FARM_QUEUE": "restarts",
+            "FARM_QUEUES": "engine-restart",
+            "FARM_REAP_INTERVAL_SECONDS": "2",
+            "FARM_STAGE_CACHE": "false",
+            "FARM_WORK_DIR": str(tmp_path_factory.mktemp("work")),
+        },
+    )
+    stack.start_farm()
+    yield stack
+    stack.stop()
+
+
+def archive(dockerfile: str) -> bytes:
+    data = dockerfile.encode()
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz", format=tarfile.GNU_FORMAT) as tar:
+        info = tarfile.TarInfo("Dockerfile")
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
+
+
+def submit(stack: LocalFarm, dockerfile: str, **fields: str) -> requests.Response:
+    return stack.api_session().post(
+        f"{stack.web_url}/api/v1/builds",
+        files={"archive": ("s.tar.gz", archive(dockerfile))},
+        data=fields,
+        timeout=30,
+    )
+
+
+def states(stack: LocalFarm, ids: list[str]) -> dict[str, dict]:
+    http = stack.api_session()
+    return {
+        build_id: http.get(
+            f"{stack.web_url}/api/v1/builds/{build_id}", timeout=10
+        ).json()
+        for build_id in ids
+    }
+
+
+def wait_all_ended(stack: LocalFarm, ids: list[str], *, seconds: float) -> dict:
+    deadline = time.monotonic() + seconds
+    while True:
+        found = states(stack, ids)
+        if all(build["state"] in ENDED for build in found.values()):
+            return found
+        assert time.monotonic() < deadline, "builds still waiting or running"
+        time.sleep(2)
+
+
+def record(name: str, figures: dict) -> None:
+    (ARTIFACTS / f"faults-{name}.json").write_text(json.dumps(figures, indent=2))
+    print(name, figures)
+
+
+def test_redis_restarted_in_the_middle_of_100_builds_loses_none(
+    restart_farm, own_redis, tiny_image
+):
+    stamp = uuid.uuid4().hex[:8]
+    ids = []
+    for n in range(100):
+        answer = submit(restart_farm, f"FROM {tiny_image}\nRUN echo {stamp}-{n}\n")
+        assert answer.status_code == 202, answer.text
+        ids.append(answer.json()["id"])
+    while sum(b["state"] in ENDED for b in states(restart_farm, ids).values()) < 20:
+        time.sleep(1)
+    own_redis.stop()
+    time.sleep(2)
+    own_redis.start()  # the same port and folder: its append-only file is kept
+
+    final = wait_all_ended(restart_farm, ids, seconds=600)
+    succeeded = sum(b["state"] == "succeeded" for b in final.values())
+    record(
+        "redis-restart",
+        {
+            "builds_submitted": len(ids),
+            "succeeded": succeeded,
+            "lost": len(ids) - succeeded,
+        },
+    )
+    assert succeeded == len(ids)
+
+
+def restart_web(stack: LocalFarm) -> None:
+    web = next(p for p in stack.processes if p.name == "web")
+    web.stop()
+    stack.processes.remove(web)
+    fresh = start_farm_process(
+        "web",
+        ["web", "--bind", f"127.0.0.1:{stack.web_port}"],
+        env=stack.env(),
+        log_dir=stack.state_dir / "logs",
+    )
+    stack.processes.insert(0, fresh)
+    wait_until(
+        lambda: port_open(stack.web_port),
+        timeout_seconds=30,
+        what="web",
+        log_path=fresh.log_path,
+    )
+
+
+def test_requests_accepted_around_a_web_restart_are_all_built(restart_farm, tiny_image):
+    stamp = uuid.uuid4().hex[:8]
+    accepted: list[str] = []
+    refused = 0
+    stop = threading.Event()
+
+    def keep_submitting() -> None:
+        nonlocal refused
+        n = 0
+        while not stop.is_set():
+            n += 1
+            try:
+                answer = submit(
+                    restart_farm, f"FROM {tiny_image}\nRUN echo {stamp}-{n}\n"
+                )
+            except requests.ConnectionError:
+                refused += 1
+            else:
+                if answer.status_code == 202:
+                    accepted.append(answer.json()["id"])
+                else:
+                    refused += 1
+            time.sleep(0.05)
+
+    sender = threading.Thread(target=keep_submitting)
+    sender.start()
+    try:
+        time.sleep(3)
+        restart_web(restart_farm)
+        time.sleep(3)
+    finally:
+        stop.set()
+        sender.join(60)
+
+    final = wait_all_ended(restart_farm, accepted, seconds=600)
+    succeeded = sum(b["state"] == "succeeded" for b in final.values())
+    record(
+        "web-restart",
+        {
+            "requests_accepted": len(accepted),
+            "requests_refused_while_down": refused,
+            "succeeded": succeeded,
+            "lost": len(accepted) - succeeded,
+        },
+    )
+    assert accepted and succeeded == len(accepted)
+
+
+def test_an_engine_restarted_mid_build_fails_it_clearly_and_the_node_goes_on(
+    restart_farm, own_engine, tiny_image
+):
+    marker = uuid.uuid4().hex
+    answer = submit(
+        restart_farm,
+        f"FROM {tiny_image}\nRUN echo {marker} started && sleep 30\n",
+        queue="engine-restart",
+    )
+    build_id = answer.json()["id"]
+    http = restart_farm.api_session()
+    log_url = f"{restart_farm.web_url}/api/v1/builds/{build_id}/log"
+    deadline = time.monotonic() + 60
+    while not any(
+        f"{marker} started" in line
+        for line in http.get(log_url, timeout=10).json()["lines"]
+    ):
+        assert time.monotonic() < deadline, "the build did not reach its RUN step"
+        time.sleep(0.3)
+    own_engine.stop()
+    own_engine.start()
+
+    (build,) = wait_all_ended(restart_farm, [build_id], seconds=300).values()
+    if build["state"] == "failed":  # or it ran again and succeeded
+        assert build["error"]["code"] in {"engine_failed", "build_failed"}
+        assert build["error"]["message"]
+    else:
+        assert build["state"] == "succeeded" and build["attempts"] >= 2
+    after = submit(
+        restart_farm,
+        f"FROM {tiny_image}\nRUN echo {marker} after\n",
+        queue="engine-restart",
+    )
+    (next_build,) = wait_all_ended(
+        restart_farm, [after.json()["id"]], seconds=300
+    ).values()
+    record(
+        "engine-restart",
+        {
+            "build_during_restart": build["state"],
+            "error": build.get("error"),
+            "next_build": next_build["state"],
+        },
+    )
+    assert next_build["state"] == "succeeded"
