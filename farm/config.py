@@ -54,6 +54,8 @@ class Settings:
     log_level: str = "INFO"
     # Live logs (SSE) followed at once; each holds one of the web app's threads.
     max_log_followers: int = 32
+    # Which of healthz, metrics, openapi and badges need no token (web.auth).
+    public: str = "healthz,metrics,openapi,badges"
 
     @property
     def queue_names(self) -> list[str]:

@@ -55,10 +55,12 @@ def create_app(settings: Settings | None = None) -> Flask:
     )
     app.extensions["farm.settings"] = settings
     app.extensions["farm.metrics"] = make_registry(FarmCollector(service))
+    # Who asks is checked before the form's CSRF token: a stranger is sent to sign
+    # in, or told 401/403, rather than told the form is stale.
+    init_auth(app, TokenService(service.ledger), public=settings.public)
     csrf = CSRFProtect(app)
     csrf.exempt(api.blueprint)
     app.add_template_filter(format_time, "when")
-    init_auth(app, TokenService(service.ledger))
     app.register_blueprint(api.blueprint)
     app.register_blueprint(pages.blueprint)
     app.register_blueprint(badges.blueprint)

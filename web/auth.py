@@ -7,8 +7,9 @@ so revoking it signs its holder out. The API takes ``Authorization: Bearer farm_
 its read-only (GET) routes also accept the page session, so the build page's script
 can follow a log without holding the token itself.
 
-``/healthz``, ``/metrics``, ``/api/v1/openapi.json``, status badges, the sign-in
-page and static files need no token.
+The sign-in page, static files and hook deliveries (which prove themselves with the
+hook's secret) need no token; nor, unless ``FARM_PUBLIC`` says otherwise, do
+``/healthz``, ``/metrics``, ``/api/v1/openapi.json`` and status badges.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from flask import (
     url_for,
 )
 
-from farm.errors import FarmError, Forbidden, Unauthorized
+from farm.errors import FarmError, Forbidden, InvalidRequest, Unauthorized
 from farm.models import ApiToken
 from farm.tokens import TokenService, grants
 from web.forms import ActionForm, SignInForm
@@ -38,23 +39,39 @@ blueprint = Blueprint("auth", __name__)
 SESSION_KEY = "token_id"
 SESSION_LIFETIME = timedelta(hours=12)
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
-PUBLIC_ENDPOINTS = frozenset(
+ALWAYS_PUBLIC = frozenset(
     {
         "auth.sign_in",
         "auth.sign_out",
         "static",
-        "metrics",
-        "healthz",
-        "api.openapi",
-        "badges.badge",
         "hooks.receive",  # proves itself with the hook's secret instead
     }
 )
+# What FARM_PUBLIC may name, and the endpoints each opens.
+MAY_BE_PUBLIC = {
+    "healthz": "healthz",
+    "metrics": "metrics",
+    "openapi": "api.openapi",
+    "badges": "badges.badge",
+}
 # Routes whose every method needs more than the method alone says.
 ENDPOINT_SCOPES = {"pages.submit_build": "submit"}
 
 
-def init_auth(app: Flask, tokens: TokenService) -> None:
+def init_auth(app: Flask, tokens: TokenService, *, public: str) -> None:
+    """Check every request; ``public`` lists (comma-separated) which of
+    :data:`MAY_BE_PUBLIC` need no token."""
+    names = {name.strip() for name in public.split(",") if name.strip()}
+    unknown = names - set(MAY_BE_PUBLIC)
+    if unknown:
+        raise InvalidRequest(
+            f"FARM_PUBLIC names {', '.join(sorted(unknown))}; it may name "
+            f"{', '.join(MAY_BE_PUBLIC)}.",
+            field="FARM_PUBLIC",
+        )
+    app.extensions["farm.public"] = ALWAYS_PUBLIC | {
+        MAY_BE_PUBLIC[name] for name in names
+    }
     app.extensions["farm.tokens"] = tokens
     app.config["PERMANENT_SESSION_LIFETIME"] = SESSION_LIFETIME
     app.config["SESSION_COOKIE_HTTPONLY"] = True
@@ -77,10 +94,11 @@ def needed_scope() -> str:
 def check_request() -> Any:
     """Run before every view: let it through, or answer 401/403 or send to sign-in."""
     endpoint = request.endpoint
-    if endpoint is None or endpoint in PUBLIC_ENDPOINTS:
+    if endpoint is None or endpoint in current_app.extensions["farm.public"]:
         return None  # unknown routes fall through to the 404 handler
     needed = needed_scope()
-    if request.blueprint == "api" or "Authorization" in request.headers:
+    machine = endpoint in MAY_BE_PUBLIC.values()  # closed by FARM_PUBLIC
+    if request.blueprint == "api" or machine or "Authorization" in request.headers:
         # Pages also take a bearer token, for scripts (browsers never add one).
         g.token = _api_token(needed)
         return None
