@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
@@ -36,6 +36,7 @@ from farm.ledger import BuildLedger, as_utc, counts_as_build_step
 from farm.livestate import LiveState
 from farm.models import Build, BuildState
 from farm.queue import BuildQueue, make_celery
+from farm.redaction import masked_args, secret_arg_names, secret_warnings
 
 logger = logging.getLogger(__name__)
 
@@ -78,8 +79,10 @@ class BuildService:
         destinations: DestinationPolicy | None = None,
         callback_destinations: DestinationPolicy | None = None,
         callback_secret: str = "",
+        secret_args: Sequence[str] = (),
     ) -> None:
         self.ledger = ledger
+        self.secret_args = list(secret_args)
         self.queue = queue
         self.live = live
         self.queues = queues
@@ -114,6 +117,7 @@ class BuildService:
                 settings.callback_hosts, allow_private=settings.private_destinations
             ),
             callback_secret=settings.callback_secret,
+            secret_args=settings.secret_args.split(","),
         )
 
     def submit_git(
@@ -258,6 +262,7 @@ class BuildService:
             input_key=key,
             git_commit=commit,
             submitted_by=submitted_by,
+            secret_args=secret_arg_names(spec.build_args, self.secret_args),
         )
         try:
             self.queue.enqueue(build.id, queue=queue, priority=priority)
@@ -501,7 +506,8 @@ def describe_build(build: Build, *, base_url: str = "") -> dict[str, Any]:
         "context": build.context,
         "dockerfile": build.dockerfile,
         "target": build.target,
-        "build_args": build.build_args,
+        "build_args": masked_args(build.build_args, build.secret_args or []),
+        "warnings": secret_warnings(build.secret_args or []),
         "tags": build.tags,
         "created_at": _iso(build.created_at),
         "started_at": _iso(build.started_at),

@@ -54,6 +54,8 @@ class Settings:
     log_level: str = "INFO"
     # Live logs (SSE) followed at once; each holds one of the web app's threads.
     max_log_followers: int = 32
+    # Build args to treat as secrets besides those named like one (farm.redaction).
+    secret_args: str = ""
     # Which of healthz, metrics, openapi and badges need no token (web.auth).
     public: str = "healthz,metrics,openapi,badges"
 

@@ -227,6 +227,7 @@ class BuildLedger:
         input_key: str | None = None,
         git_commit: str | None = None,
         submitted_by: str | None = None,
+        secret_args: Sequence[str] = (),
     ) -> Build:
         source = spec.source
         build = Build(
@@ -255,6 +256,7 @@ class BuildLedger:
                 source.url if isinstance(source, GitSource) else None, spec.tags
             ),
             submitted_by=submitted_by,
+            secret_args=list(secret_args),
         )
         with self._session() as session:
             session.add(build)

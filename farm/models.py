@@ -93,6 +93,8 @@ class Build(Base):
     # known once the stage cache was exported.
     stage_sizes: Mapped[dict[str, int] | None] = mapped_column(JSON)
     submitted_by: Mapped[str | None] = mapped_column(String(64))
+    # Names of the build args whose values are secret (farm.redaction).
+    secret_args: Mapped[list[str] | None] = mapped_column(JSON)
 
 
 class BuildStage(Base):

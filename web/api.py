@@ -122,7 +122,10 @@ def request_fingerprint() -> str:
         for name, upload in request.files.items():
             files[name] = hashlib.sha256(upload.read()).hexdigest()
             upload.seek(0)
-        form = sorted(request.form.items(multi=True))
+        # Field names can be empty or odd in a hostile request: order them as text.
+        form = sorted(
+            ([str(name), str(value)] for name, value in request.form.items(multi=True)),
+        )
         return fingerprint({"path": request.path, "form": form, "files": files})
     body = request.get_json(silent=True)
     if body is None:

@@ -28,6 +28,7 @@ from farm.errors import (
 from farm.ledger import BuildLedger, counts_as_build_step
 from farm.livestate import LiveState
 from farm.models import Build, BuildStage, BuildState
+from farm.redaction import Redactor
 from farm.registry import RegistryClient
 from workers.buildkit.progress import BuildProgress, Step
 from workers.cache import (
@@ -48,11 +49,15 @@ PUSH_LOCK_SECONDS = 1800
 
 
 class BuildLog:
-    """Collects a build's log lines, mirroring them to Redis for live readers."""
+    """Collects a build's log lines, mirroring them to Redis for live readers, with
+    the values of its secret build args masked."""
 
-    def __init__(self, build_id: str, live: LiveState) -> None:
+    def __init__(
+        self, build_id: str, live: LiveState, redactor: Redactor | None = None
+    ) -> None:
         self.build_id = build_id
         self.live = live
+        self.redactor = redactor or Redactor(())
         # A re-run continues the log of the attempts before it.
         try:
             self.lines: list[str] = live.read_log(build_id)
@@ -60,6 +65,7 @@ class BuildLog:
             self.lines = []
 
     def write(self, lines: list[str]) -> None:
+        lines = self.redactor.lines(lines)
         self.lines.extend(lines)
         try:
             self.live.append_log(self.build_id, lines)
@@ -109,7 +115,11 @@ class BuildRunner:
             logger.info("build=%s: not queued any more, skipped", build_id)
             return
         self.live.beat(build_id, worker=worker)
-        log = BuildLog(build_id, self.live)
+        log = BuildLog(
+            build_id,
+            self.live,
+            Redactor.for_build(build.build_args, build.secret_args or []),
+        )
         log.write([f"Attempt {build.attempts} on worker {worker}"])
         cancel = threading.Event()
         timed_out = threading.Event()
@@ -171,7 +181,7 @@ class BuildRunner:
             progress = BuildProgress(
                 dockerfile_text=source.dockerfile_text, on_log=log.write
             )
-            saver = StepSaver(self.ledger, build.id, progress)
+            saver = StepSaver(self.ledger, build.id, progress, log.redactor)
             progress.on_log = saver.wrap(log.write)
             with make_context_tar(
                 source.context_dir, dockerfile=source.dockerfile
@@ -273,12 +283,16 @@ class BuildRunner:
         state: BuildState,
         error: dict[str, Any],
     ) -> None:
+        error = {
+            key: log.redactor.text(value) if isinstance(value, str) else value
+            for key, value in error.items()
+        }
         log.write(
             [f"ERROR: {error['message']}"]
             if state == BuildState.FAILED
             else ["Build cancelled."]
         )
-        steps = _steps_as_dicts(progress)
+        steps = _steps_as_dicts(progress, log.redactor)
         self.ledger.record_steps(build.id, steps)
         self.ledger.finish(
             build.id, state, log_text=log.text(), attempt=build.attempts, error=error
@@ -341,7 +355,7 @@ class BuildRunner:
             )
             self.ledger.record_stage_sizes(build.id, sizes)
         log.write(lines)
-        self.ledger.append_log(build.id, lines)
+        self.ledger.append_log(build.id, log.redactor.lines(lines))
         self.ledger.record_cache_state(build.id, "shared")
 
     def _plan_cache(self, build: Build, source: PreparedSource) -> CachePlan | None:
@@ -461,11 +475,16 @@ class StepSaver:
     """Saves a running build's steps to the ledger every few seconds."""
 
     def __init__(
-        self, ledger: BuildLedger, build_id: str, progress: BuildProgress
+        self,
+        ledger: BuildLedger,
+        build_id: str,
+        progress: BuildProgress,
+        redactor: Redactor,
     ) -> None:
         self.ledger = ledger
         self.build_id = build_id
         self.progress = progress
+        self.redactor = redactor
         self.saved_at = 0.0
 
     def wrap(self, write: Any) -> Any:
@@ -478,7 +497,9 @@ class StepSaver:
 
     def save(self) -> None:
         self.saved_at = time.monotonic()
-        self.ledger.record_steps(self.build_id, _steps_as_dicts(self.progress))
+        self.ledger.record_steps(
+            self.build_id, _steps_as_dicts(self.progress, self.redactor)
+        )
 
 
 def _all_cached(progress: BuildProgress) -> bool:
@@ -486,14 +507,21 @@ def _all_cached(progress: BuildProgress) -> bool:
     return all(step.get("cached") for step in steps)
 
 
-def _steps_as_dicts(progress: BuildProgress | None) -> list[dict[str, Any]]:
+def _steps_as_dicts(
+    progress: BuildProgress | None, redactor: Redactor | None = None
+) -> list[dict[str, Any]]:
     if progress is None:
         return []
-    return [_jsonable(asdict(step)) for step in progress.steps]
+    return [_jsonable(asdict(step), redactor) for step in progress.steps]
 
 
-def _jsonable(step: dict[str, Any]) -> dict[str, Any]:
+def _jsonable(step: dict[str, Any], redactor: Redactor | None) -> dict[str, Any]:
+    masked = redactor.text if redactor else str
     return {
-        key: value.isoformat() if hasattr(value, "isoformat") else value
+        key: value.isoformat()
+        if hasattr(value, "isoformat")
+        else masked(value)
+        if isinstance(value, str)
+        else value
         for key, value in step.items()
     }

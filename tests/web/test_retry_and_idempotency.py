@@ -6,8 +6,10 @@ import json
 import uuid
 
 import pytest
+from flask import Flask, request
 
 from tests.test_end_to_end import archive_of
+from web.api import request_fingerprint
 
 pytestmark = pytest.mark.integration
 
@@ -105,3 +107,21 @@ def test_malformed_keys_are_refused(farm, key):
     )
     assert response.status_code == 400
     assert response.json()["error"]["details"]["field"] == "Idempotency-Key"
+
+
+def test_a_request_with_a_field_name_read_as_none_has_a_fingerprint():
+    """A multipart field name ending in a backslash reaches the app as None."""
+    body = (
+        b'--b\r\nContent-Disposition: form-data; name="z\\"\r\n\r\n'
+        b'{}\r\n--b\r\nContent-Disposition: form-data; name="group"\r\n\r\nx\r\n'
+        b"--b--\r\n"
+    )
+    app = Flask(__name__)
+    with app.test_request_context(
+        "/api/v1/groups",
+        method="POST",
+        data=body,
+        content_type="multipart/form-data; boundary=b",
+    ):
+        assert None in request.form
+        assert request_fingerprint() == request_fingerprint()

@@ -1,0 +1,34 @@
+"""Which build args are secret, and masking their values."""
+
+from farm.redaction import MASK, Redactor, masked_args, secret_arg_names
+
+
+def test_names_that_say_secret_and_listed_names_are_secret():
+    args = {
+        "NPM_TOKEN": "a",
+        "db_password": "b",
+        "AWS_SECRET_ACCESS_KEY": "c",
+        "GITHUB_AUTH": "d",
+        "SIGNING_KEY_ID": "e",
+        "COLOR": "f",
+        "VERSION": "g",
+    }
+    assert secret_arg_names(args, ["signing_key_id"]) == [
+        "AWS_SECRET_ACCESS_KEY",
+        "GITHUB_AUTH",
+        "NPM_TOKEN",
+        "SIGNING_KEY_ID",
+        "db_password",
+    ]
+
+
+def test_secret_values_are_masked_longest_first_and_short_ones_left():
+    redactor = Redactor.for_build(
+        {"TOKEN": "abcd", "LONG_TOKEN": "abcdefgh", "PIN_TOKEN": "12", "COLOR": "abcd"},
+        ["TOKEN", "LONG_TOKEN", "PIN_TOKEN"],
+    )
+    assert redactor.text("x abcdefgh y abcd z 12") == f"x {MASK} y {MASK} z 12"
+    assert masked_args({"TOKEN": "abcd", "COLOR": "red"}, ["TOKEN"]) == {
+        "TOKEN": MASK,
+        "COLOR": "red",
+    }
