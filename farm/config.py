@@ -35,6 +35,8 @@ class Settings:
     max_archive_bytes: int = 256 * 1024 * 1024
     max_source_bytes: int = 1024**3
     build_timeout_seconds: int = 3600
+    # A build whose log grows past this is stopped (workers.runner.BuildLog).
+    max_log_bytes: int = 16 * 1024**2
     reap_interval_seconds: int = 30
     stage_cache: bool = True
     engine_cache_keep_bytes: int = 20 * 1024**3

@@ -119,6 +119,13 @@ class BuildTimedOut(FarmError):
     status = 422
 
 
+class BuildLogTooLarge(FarmError):
+    """A build's log grew past the farm's limit and the build was stopped."""
+
+    code = "log_too_large"
+    status = 422
+
+
 class BuildCancelled(FarmError):
     """A build was stopped on request before it finished; nothing was produced."""
 
@@ -168,6 +175,7 @@ FAILURE_KINDS = {
     SourceError.code: "source",
     PayloadTooLarge.code: "source",
     BuildTimedOut.code: "timeout",
+    BuildLogTooLarge.code: "dockerfile",
     "cancelled": "cancelled",
 }
 

@@ -7,6 +7,7 @@ import shutil
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import IO, Any
@@ -20,6 +21,7 @@ from farm.errors import (
     AttemptLost,
     BuildCancelled,
     BuildFailed,
+    BuildLogTooLarge,
     BuildTimedOut,
     FarmError,
     InvalidRequest,
@@ -50,22 +52,46 @@ PUSH_LOCK_SECONDS = 1800
 
 class BuildLog:
     """Collects a build's log lines, mirroring them to Redis for live readers, with
-    the values of its secret build args masked."""
+    the values of its secret build args masked.
+
+    Past ``max_bytes`` it keeps no more lines and calls ``on_limit`` once, so the
+    build can be stopped: one chatty build must not fill Redis and the database.
+    """
 
     def __init__(
-        self, build_id: str, live: LiveState, redactor: Redactor | None = None
+        self,
+        build_id: str,
+        live: LiveState,
+        redactor: Redactor | None = None,
+        *,
+        max_bytes: int | None = None,
+        on_limit: Callable[[], None] = lambda: None,
     ) -> None:
         self.build_id = build_id
         self.live = live
         self.redactor = redactor or Redactor(())
+        self.max_bytes = max_bytes
+        self.on_limit = on_limit
+        self.over_limit = False
         # A re-run continues the log of the attempts before it.
         try:
             self.lines: list[str] = live.read_log(build_id)
         except FarmError:
             self.lines = []
+        self.size = sum(len(line) + 1 for line in self.lines)
 
     def write(self, lines: list[str]) -> None:
+        if self.over_limit:
+            return
         lines = self.redactor.lines(lines)
+        self.size += sum(len(line) + 1 for line in lines)
+        if self.max_bytes is not None and self.size > self.max_bytes:
+            self.over_limit = True
+            lines = [
+                f"The log passed the farm's limit of {self.max_bytes} bytes "
+                "(FARM_MAX_LOG_BYTES); the build is stopped."
+            ]
+            self.on_limit()
         self.lines.extend(lines)
         try:
             self.live.append_log(self.build_id, lines)
@@ -115,14 +141,16 @@ class BuildRunner:
             logger.info("build=%s: not queued any more, skipped", build_id)
             return
         self.live.beat(build_id, worker=worker)
+        cancel = threading.Event()
+        timed_out = threading.Event()
         log = BuildLog(
             build_id,
             self.live,
             Redactor.for_build(build.build_args, build.secret_args or []),
+            max_bytes=self.settings.max_log_bytes,
+            on_limit=cancel.set,
         )
         log.write([f"Attempt {build.attempts} on worker {worker}"])
-        cancel = threading.Event()
-        timed_out = threading.Event()
         watcher = threading.Thread(
             target=self._watch,
             args=(build_id, cancel, timed_out),
@@ -224,6 +252,16 @@ class BuildRunner:
         except AttemptLost:
             raise
         except BuildCancelled:
+            if log.over_limit:
+                self._fail_with(
+                    build,
+                    log,
+                    progress,
+                    BuildLogTooLarge(
+                        f"The build's log passed {log.max_bytes} bytes; it was stopped."
+                    ),
+                )
+                return
             if timed_out.is_set():
                 limit = self.settings.build_timeout_seconds
                 self._fail_with(

@@ -1,5 +1,6 @@
-"""A build that runs past FARM_BUILD_TIMEOUT_SECONDS is stopped and recorded as
-timed out, while it keeps printing (so it is the limit, not silence, that ends it)."""
+"""Per-build limits on a real farm: a build that runs past FARM_BUILD_TIMEOUT_SECONDS
+is stopped and recorded as timed out while it keeps printing (so it is the limit, not
+silence, that ends it); one whose log passes FARM_MAX_LOG_BYTES is stopped too."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from tests.conftest import ARTIFACTS, farm_on_session_services
 pytestmark = pytest.mark.integration
 
 LIMIT_SECONDS = 6
+LOG_LIMIT_BYTES = 100_000
 
 
 @pytest.fixture(scope="module")
@@ -34,6 +36,7 @@ def limited_farm(
         env={
             "FARM_QUEUE": "time-limit",
             "FARM_BUILD_TIMEOUT_SECONDS": str(LIMIT_SECONDS),
+            "FARM_MAX_LOG_BYTES": str(LOG_LIMIT_BYTES),
             "FARM_WORK_DIR": str(tmp_path_factory.mktemp("work")),
         },
     )
@@ -43,9 +46,13 @@ def limited_farm(
 
 
 def ticking_source(base: str, marker: str) -> bytes:
-    dockerfile = (
+    return packed(
         f"FROM {base}\nRUN for i in $(seq 1 120); do echo {marker} $i; sleep 1; done\n"
-    ).encode()
+    )
+
+
+def packed(text: str) -> bytes:
+    dockerfile = text.encode()
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w:gz", format=tarfile.GNU_FORMAT) as tar:
         info = tarfile.TarInfo("Dockerfile")
@@ -97,3 +104,29 @@ def test_a_build_over_the_time_limit_is_stopped_and_counted_as_timeout(
         or line.startswith('farm_builds_total{state="failed",failure="timeout"}')
     ]
     assert timed_out and float(timed_out[0].split()[-1]) >= 1
+
+
+def test_a_build_whose_log_passes_the_limit_is_stopped(limited_farm, tiny_image):
+    http = limited_farm.api_session()
+    api = f"{limited_farm.web_url}/api/v1/builds"
+    marker = f"chatty-{uuid.uuid4().hex}"
+    line = f"{marker} " + "x" * 60
+    source = packed(
+        f"FROM {tiny_image}\n"
+        f'RUN i=0; while [ $i -lt 20000 ]; do echo "{line} $i"; i=$((i+1)); done\n'
+    )
+    build_id = http.post(
+        api, timeout=30, files={"archive": ("s.tar.gz", source)}
+    ).json()["id"]
+    deadline = time.monotonic() + 120
+    build: dict = {}
+    while time.monotonic() < deadline:
+        build = http.get(f"{api}/{build_id}", timeout=10).json()
+        if build["state"] in {"succeeded", "failed", "cancelled"}:
+            break
+        time.sleep(0.5)
+    assert build["state"] == "failed"
+    assert build["error"]["code"] == "log_too_large"
+    text = http.get(f"{api}/{build_id}/log", timeout=10).text
+    assert LOG_LIMIT_BYTES / 2 < len(text) < LOG_LIMIT_BYTES * 1.5
+    assert "FARM_MAX_LOG_BYTES" in text
