@@ -11,8 +11,6 @@ from datetime import UTC, datetime
 from functools import partial
 from typing import Any
 
-import redis
-
 from farm.archives import DEFAULT_MAX_UNPACKED_BYTES, check_archive, require_paths
 from farm.buildspec import (
     ArchiveSource,
@@ -33,7 +31,7 @@ from farm.destinations import DestinationPolicy
 from farm.errors import Conflict, InvalidRequest, StoreUnavailable
 from farm.git import resolve_ref
 from farm.ledger import BuildLedger, as_utc, counts_as_build_step
-from farm.livestate import LiveState
+from farm.livestate import LiveState, redis_for
 from farm.models import Build, BuildState
 from farm.queue import BuildQueue, make_celery
 from farm.redaction import masked_args, secret_arg_names, secret_warnings
@@ -100,7 +98,7 @@ class BuildService:
         (nothing is connected to until it is used)."""
         ledger = BuildLedger.from_url(settings.database_url)
         ledger.create_tables()
-        redis_client = redis.Redis.from_url(settings.redis_url)
+        redis_client = redis_for(settings)
         return cls(
             ledger,
             BuildQueue(make_celery(settings), redis_client),

@@ -536,6 +536,11 @@ class BuildLedger:
             steps=steps,
             steps_total=len(counted),
             steps_cached=sum(1 for step in counted if step.get("cached")),
+            steps_run=sum(
+                1
+                for step in counted
+                if step.get("started_at") and not step.get("cached")
+            ),
         )
 
     def _update(self, build_id: str, **values: Any) -> None:
@@ -698,14 +703,16 @@ class BuildLedger:
             ]
 
     def step_totals(self) -> tuple[int, int]:
-        """Build steps of ended builds: how many ran, and how many came from cache."""
+        """Build steps of ended builds: how many ran, and how many came from cache
+        (builds recorded before steps_run was kept count their uncached steps)."""
+        run = func.coalesce(Build.steps_run, Build.steps_total - Build.steps_cached)
         query = select(
-            func.coalesce(func.sum(Build.steps_total), 0),
+            func.coalesce(func.sum(run), 0),
             func.coalesce(func.sum(Build.steps_cached), 0),
         ).where(Build.state.in_([state.value for state in FINAL_STATES]))
         with self._session() as session:
-            total, cached = session.execute(query).one()
-        return int(total) - int(cached), int(cached)
+            run_count, cached = session.execute(query).one()
+        return int(run_count), int(cached)
 
     def histogram(
         self,

@@ -15,6 +15,7 @@ from typing import Any
 import redis
 from redis.exceptions import LockError
 
+from farm.config import Settings
 from farm.errors import StoreUnavailable
 
 logger = logging.getLogger(__name__)
@@ -26,6 +27,7 @@ WORKER_TTL_SECONDS = 30
 NODE_FORGET_SECONDS = 24 * 3600
 NODES_KEY = "farm:nodes"
 CACHE_USED_KEY = "farm:cache:used"
+REDIS_TIMEOUT_SECONDS = 3
 
 
 def _log_key(build_id: str) -> str:
@@ -38,6 +40,16 @@ def _heartbeat_key(build_id: str) -> str:
 
 def _cancel_key(build_id: str) -> str:
     return f"farm:build:{build_id}:cancel"
+
+
+def redis_for(settings: Settings) -> redis.Redis:
+    """A Redis client that gives up on a Redis that stopped answering within
+    seconds, so a hung Redis is reported as down rather than hanging its callers."""
+    return redis.Redis.from_url(
+        settings.redis_url,
+        socket_connect_timeout=REDIS_TIMEOUT_SECONDS,
+        socket_timeout=REDIS_TIMEOUT_SECONDS,
+    )
 
 
 class LiveState:

@@ -55,15 +55,15 @@ class FarmCollector(Collector):
         self.queues = list(service.queues)
 
     def collect(self) -> Iterator[Metric]:
-        families: list[Family] = [
-            self._stores,
-            self._queues,
-            self._broker,
-            self._builds,
-            self._histograms,
-            self._steps,
-            self._nodes,
-        ]
+        # Each store is asked once up front: one that hangs costs a scrape one
+        # timeout, not one per family.
+        up = self._stores_up()
+        yield self._stores(up)
+        families: list[Family] = []
+        if up["database"]:
+            families += [self._queues, self._builds, self._histograms, self._steps]
+        if up["redis"]:
+            families += [self._broker, self._nodes]
         for family in families:
             try:
                 yield from list(family())
@@ -73,20 +73,26 @@ class FarmCollector(Collector):
     def describe(self) -> Iterator[Metric]:
         return iter(())
 
-    def _stores(self) -> Iterator[Metric]:
+    def _stores_up(self) -> dict[str, bool]:
+        up = {}
+        for store, ping in (("database", self.ledger.ping), ("redis", self.live.ping)):
+            try:
+                ping()
+                up[store] = True
+            except FarmError:
+                up[store] = False
+        return up
+
+    def _stores(self, up: dict[str, bool]) -> Metric:
         family = GaugeMetricFamily(
             "farm_store_up",
             "Whether the web app reaches the store (database or Redis) the figures "
             "are read from; families it holds are left out while it does not.",
             labels=["store"],
         )
-        for store, ping in (("database", self.ledger.ping), ("redis", self.live.ping)):
-            try:
-                ping()
-                family.add_metric([store], 1)
-            except FarmError:
-                family.add_metric([store], 0)
-        yield family
+        for store, answers in up.items():
+            family.add_metric([store], 1 if answers else 0)
+        return family
 
     # -- queues ---------------------------------------------------------------
 
@@ -106,11 +112,6 @@ class FarmCollector(Collector):
             "Builds waiting or running in a queue: the figure to autoscale on.",
             labels=["queue"],
         )
-        capacity = GaugeMetricFamily(
-            "farm_queue_capacity_builds",
-            "Build slots of the nodes that are up and serve a queue.",
-            labels=["queue"],
-        )
         running = GaugeMetricFamily(
             "farm_builds_running", "Builds a worker is running now.", labels=["queue"]
         )
@@ -121,7 +122,6 @@ class FarmCollector(Collector):
             since[queue] = min(since.get(queue, first), first)
         now = datetime.now(UTC)
         busy = self.ledger.count_running_by("queue")
-        slots = self._slots_per_queue()
         for queue, priority in sorted(waiting):
             depth.add_metric([queue, priority], waiting[(queue, priority)])
         for queue in sorted({queue for queue, _ in waiting} | set(busy)):
@@ -130,15 +130,24 @@ class FarmCollector(Collector):
             oldest.add_metric([queue], max(0.0, age))
             running.add_metric([queue], busy.get(queue, 0))
             demand.add_metric([queue], queued + busy.get(queue, 0))
-            capacity.add_metric([queue], slots.get(queue, 0))
-        yield from (depth, oldest, running, demand, capacity)
+        yield from (depth, oldest, running, demand)
 
-    def _slots_per_queue(self) -> dict[str, int]:
-        slots: dict[str, int] = {}
+    def _capacity(self) -> Metric:
+        family = GaugeMetricFamily(
+            "farm_queue_capacity_builds",
+            "Build slots of the nodes that are up, with an engine that answers, and "
+            "serve a queue.",
+            labels=["queue"],
+        )
+        slots = dict.fromkeys(self.queues, 0)
         for info in self.live.workers().values():
+            if info.get("engine") != "ok":
+                continue
             for queue in info.get("queues", []):
                 slots[queue] = slots.get(queue, 0) + int(info.get("slots") or 0)
-        return slots
+        for queue, count in sorted(slots.items()):
+            family.add_metric([queue], count)
+        return family
 
     def _broker(self) -> Iterator[Metric]:
         family = GaugeMetricFamily(
@@ -150,6 +159,7 @@ class FarmCollector(Collector):
             for priority, count in sorted(self.service.queue.messages(queue).items()):
                 family.add_metric([queue, priority], count)
         yield family
+        yield self._capacity()
 
     # -- builds ---------------------------------------------------------------
 
@@ -271,13 +281,18 @@ class FarmCollector(Collector):
         cache = gauge(
             "farm_node_build_cache_bytes", "Size of a node engine's build cache."
         )
-        busy = self.ledger.count_running_by("worker")
+        try:
+            busy: dict[str, int] | None = self.ledger.count_running_by("worker")
+        except FarmError:
+            busy = None  # the database is down: the rest still comes from Redis
         for name, info in self.live.nodes().items():
             alive = bool(info["up"])
             up.add_metric([name], 1 if alive else 0)
             slots.add_metric([name], int(info.get("slots") or 0))
-            running.add_metric([name], busy.get(name, 0))
-            engine.add_metric([name], 1 if alive and info.get("engine") == "ok" else 0)
+            if busy is not None:
+                running.add_metric([name], busy.get(name, 0))
+            if alive:  # a node that is down has told nothing of its engine lately
+                engine.add_metric([name], 1 if info.get("engine") == "ok" else 0)
             disk = info.get("disk") or {}
             for family, key in (
                 (free, "free_bytes"),

@@ -80,6 +80,9 @@ class Build(Base):
     cache_state: Mapped[str | None] = mapped_column(String(16))
     steps_total: Mapped[int] = mapped_column(Integer, default=0)
     steps_cached: Mapped[int] = mapped_column(Integer, default=0)
+    # Build steps that ran rather than came from cache (a failed build's later
+    # steps never start, so this is not steps_total - steps_cached).
+    steps_run: Mapped[int | None] = mapped_column(Integer)
     duration_seconds: Mapped[float | None] = mapped_column(Float)
     wait_seconds: Mapped[float | None] = mapped_column(Float)
     error: Mapped[dict[str, Any] | None] = mapped_column(JSON)

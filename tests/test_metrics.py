@@ -74,6 +74,11 @@ def test_builds_stages_cache_images_and_nodes_are_reported(farm, tiny_image, tmp
     )
     assert again["steps_cached"] == again["steps_total"] == 2
     after = Scrape(farm.web_url)
+    deadline = time.monotonic() + 30
+    while "farm_node_disk_free_bytes" not in after.names():  # measured each minute
+        assert time.monotonic() < deadline, "no disk figures from node-a"
+        time.sleep(1)
+        after = Scrape(farm.web_url)
 
     def grew(name: str, **labels: str) -> float:
         return after.value(name, **labels) - before.value(name, **labels)

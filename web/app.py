@@ -87,7 +87,7 @@ def format_time(iso: str | None) -> str:
 
 def serve_metrics() -> Response:
     registry = current_app.extensions["farm.metrics"]
-    return Response(generate_latest(registry), mimetype=CONTENT_TYPE_LATEST)
+    return Response(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)
 
 
 def check_health() -> Any:

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 
 import docker
-import redis
 from celery import Celery, Task
 from celery.signals import worker_ready, worker_shutting_down
 
@@ -17,7 +15,7 @@ from farm.config import Settings
 from farm.destinations import DestinationPolicy
 from farm.errors import EngineError, FarmError
 from farm.ledger import BuildLedger
-from farm.livestate import LiveState
+from farm.livestate import LiveState, redis_for
 from farm.queue import RUN_BUILD_TASK, SMOKE_GROUP_TASK, BuildQueue, make_celery
 from farm.registry import RegistryClient
 from farm.smoke import GroupSmoke
@@ -34,13 +32,14 @@ logger = logging.getLogger(__name__)
 
 WORKER_BEAT_SECONDS = 10
 DISK_MEASURE_SECONDS = 60
+ENGINE_HEALTH_TIMEOUT_SECONDS = 5
 ENGINE_RETRY_SECONDS = 15
 
 
 def make_runner(settings: Settings) -> BuildRunner:
     ledger = BuildLedger.from_url(settings.database_url)
     ledger.create_tables()
-    live = LiveState(redis.Redis.from_url(settings.redis_url))
+    live = LiveState(redis_for(settings))
     engine = EngineClient(
         settings.engine_url, timeout_seconds=settings.build_timeout_seconds
     )
@@ -124,33 +123,37 @@ def start_housekeeping(settings: Settings, runner: BuildRunner, app: Celery) -> 
     )
     stop = threading.Event()
 
+    # Its own client with a short timeout: a hung engine must not stop the beats,
+    # or the node would look down rather than its engine.
+    health_check = EngineClient(
+        settings.engine_url, timeout_seconds=ENGINE_HEALTH_TIMEOUT_SECONDS
+    )
+    disk: dict[str, int] = {}
+
     def engine_health() -> str:
         try:
-            runner.engine.ping()
+            health_check.ping()
         except FarmError as exc:
             return exc.message
         return "ok"
 
-    def beat_forever() -> None:
-        disk: dict[str, int] = {}
-        measured_at = float("-inf")
+    def measure_disk_forever() -> None:
         while True:
-            health = engine_health()
-            if (
-                health == "ok"
-                and time.monotonic() - measured_at >= DISK_MEASURE_SECONDS
-            ):
-                try:
-                    disk = runner.engine.disk_usage(settings.engine_data_dir)
-                    measured_at = time.monotonic()
-                except FarmError as exc:
-                    logger.warning("worker: disk usage not read: %s", exc.message)
+            try:
+                disk.update(runner.engine.disk_usage(settings.engine_data_dir))
+            except FarmError as exc:
+                logger.warning("worker: disk usage not read: %s", exc.message)
+            if stop.wait(DISK_MEASURE_SECONDS):
+                return
+
+    def beat_forever() -> None:
+        while True:
             runner.live.beat_worker(
                 settings.worker_name,
                 queues=settings.queue_names,
                 slots=settings.worker_concurrency,
-                engine=health,
-                disk=disk,
+                engine=engine_health(),
+                disk=dict(disk),
             )
             if stop.wait(WORKER_BEAT_SECONDS):
                 return
@@ -166,6 +169,7 @@ def start_housekeeping(settings: Settings, runner: BuildRunner, app: Celery) -> 
     def start(**_: object) -> None:
         interval = settings.reap_interval_seconds
         beat.start()
+        threading.Thread(target=measure_disk_forever, daemon=True, name="disk").start()
         threading.Thread(
             target=reaper.run_forever,
             kwargs={"stop": stop, "interval_seconds": interval},

@@ -122,13 +122,19 @@ def test_waiting_builds_are_grouped_by_queue_and_priority_with_the_oldest(tmp_pa
 
 def test_steps_and_stage_times_add_up_over_ended_builds(tmp_path):
     ledger = make_ledger(tmp_path)
+    started = "2026-01-01T00:00:00+00:00"
     for cached in (0, 2):
         build = ended(ledger, BuildState.SUCCEEDED)
         ledger.record_steps(
             build.id,
             [
-                {"name": "RUN a", "internal": False, "cached": cached > 0},
-                {"name": "RUN b", "internal": False, "cached": cached > 1},
+                {
+                    "name": name,
+                    "internal": False,
+                    "cached": cached > n,
+                    "started_at": started,
+                }
+                for n, name in enumerate(["RUN a", "RUN b"])
             ],
         )
         ledger.record_stages(
@@ -138,7 +144,17 @@ def test_steps_and_stage_times_add_up_over_ended_builds(tmp_path):
                 BuildStage(stage="app", role="final", duration_seconds=0.5),
             ],
         )
-    assert ledger.step_totals() == (2, 2)
+    # A failed build's steps after the one that failed never start: not "run".
+    failed = ended(ledger, BuildState.FAILED, {"code": "build_failed"})
+    ledger.record_steps(
+        failed.id,
+        [
+            {"name": "RUN a", "internal": False, "started_at": started},
+            {"name": "RUN b", "internal": False},
+            {"name": "RUN c", "internal": False},
+        ],
+    )
+    assert ledger.step_totals() == (3, 2)
 
     found = ledger.histogram(
         "stage_seconds", [1.0, 5.0], states=["succeeded"], by="role"

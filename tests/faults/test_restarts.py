@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import signal
 import tarfile
 import threading
 import time
@@ -266,3 +268,49 @@ def test_an_engine_restarted_mid_build_fails_it_clearly_and_the_node_goes_on(
         },
     )
     assert next_build["state"] == "succeeded"
+
+
+def scrape(stack: LocalFarm) -> str:
+    # Prometheus gives up on a scrape after 10 s by default.
+    answer = requests.get(f"{stack.web_url}/metrics", timeout=10)
+    assert answer.status_code == 200
+    return answer.text
+
+
+def test_a_hung_redis_leaves_the_scrape_answering_and_says_so(restart_farm, own_redis):
+    assert own_redis.process is not None and own_redis.process.pid is not None
+    os.kill(own_redis.process.pid, signal.SIGSTOP)
+    try:
+        text = scrape(restart_farm)
+    finally:
+        os.kill(own_redis.process.pid, signal.SIGCONT)
+    assert 'farm_store_up{store="redis"} 0.0' in text
+    assert 'farm_store_up{store="database"} 1.0' in text
+    assert "farm_builds_total{" in text and "farm_queue_depth{" in text
+    assert 'farm_store_up{store="redis"} 1.0' in scrape(restart_farm)
+
+
+def test_a_hung_engine_shows_as_its_node_engine_not_as_the_node(
+    restart_farm, own_engine
+):
+    assert own_engine.process is not None and own_engine.process.pid is not None
+    os.kill(own_engine.process.pid, signal.SIGSTOP)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            text = scrape(restart_farm)
+            if 'farm_node_engine_up{node="restart-a"} 0.0' in text:
+                break
+            assert time.monotonic() < deadline, "the hung engine was not noticed"
+            time.sleep(2)
+        time.sleep(35)  # longer than a node may go without beating
+        text = scrape(restart_farm)
+        assert 'farm_node_up{node="restart-a"} 1.0' in text
+        assert 'farm_node_engine_up{node="restart-a"} 0.0' in text
+        nodes = restart_farm.api_session().get(
+            f"{restart_farm.web_url}/api/v1/nodes", timeout=10
+        )
+        node = next(n for n in nodes.json()["nodes"] if n["name"] == "restart-a")
+        assert node["up"] and node["engine"] != "ok"
+    finally:
+        os.kill(own_engine.process.pid, signal.SIGCONT)

@@ -101,6 +101,8 @@ def test_build_of_killed_worker_is_rerun_on_the_other(two_node_farm, tiny_image)
     assert nodes[first_worker] is False and any(nodes.values())
     metrics = requests.get(f"{two_node_farm.web_url}/metrics", timeout=10).text
     assert f'farm_node_up{{node="{first_worker}"}} 0.0' in metrics
+    # Nothing is known of a down node's engine: no figure rather than a 0.
+    assert f'farm_node_engine_up{{node="{first_worker}"}}' not in metrics
 
 
 def node_states(farm: LocalFarm) -> dict[str, bool]:
