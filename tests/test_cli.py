@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -148,3 +149,22 @@ def test_retry_follows_a_new_build_of_the_same_inputs(farm, tiny_image, tmp_path
     assert again.returncode == 1  # the same inputs fail the same way
     assert "created" in again.stdout and failed_id not in again.stdout.split()[1]
     assert "exit 9" in again.stderr
+
+
+def test_submit_sends_the_queue_and_priority(farm, tiny_image, tmp_path: Path):
+    (tmp_path / "Dockerfile").write_text(f"FROM {tiny_image}\nRUN echo {tmp_path}\n")
+    done = run_farm(
+        "submit",
+        str(tmp_path),
+        "--queue",
+        "idle",  # no node serves it: the build waits there
+        "--priority",
+        "urgent",
+        "--json",
+        server=farm.web_url,
+        token=farm.token,
+    )
+    assert done.returncode == 0, done.stderr
+    build = json.loads(done.stdout)
+    assert (build["queue"], build["priority"]) == ("idle", "urgent")
+    farm.http.post(farm.api(f"/builds/{build['id']}/cancel"), timeout=10)

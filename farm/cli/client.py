@@ -157,6 +157,13 @@ def _summary(build: dict[str, Any]) -> str:
 @click.option("--target", default=None, help="Stage to build.")
 @click.option("--tag", "-t", "tags", multiple=True, help="Image name[:tag] to push.")
 @click.option("--build-arg", "build_args", multiple=True, help="NAME=value.")
+@click.option("--queue", default=None, help="A named queue (the farm's default else).")
+@click.option(
+    "--priority",
+    type=click.Choice(["normal", "urgent"]),
+    default=None,
+    help="urgent builds go before any normal one.",
+)
 @click.option(
     "--follow",
     "--wait",
@@ -180,6 +187,8 @@ def submit(
     target: str | None,
     tags: tuple[str, ...],
     build_args: tuple[str, ...],
+    queue: str | None,
+    priority: str | None,
     wait: bool,
     as_json: bool,
     quiet: bool,
@@ -206,6 +215,7 @@ def submit(
         "build_arg": list(build_args),
         "reuse": reuse,
     }
+    options |= {k: v for k, v in (("queue", queue), ("priority", priority)) if v}
     try:
         if Path(source).is_dir():
             build = client.submit_folder(Path(source), options)
