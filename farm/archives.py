@@ -6,11 +6,57 @@ import io
 import posixpath
 import tarfile
 from pathlib import Path
+from typing import Self
 
 from farm.errors import InvalidRequest, SourceError
 
 MAX_MEMBERS = 100_000
 DEFAULT_MAX_UNPACKED_BYTES = 1024**3
+# What tarfile raises on a damaged or hostile archive: a PAX number that does not
+# parse (GNU.sparse.size=nan) is a ValueError, and so is a modification time of
+# NaN when set on a file; a time past what the system holds is an OverflowError.
+# tarfile recurses once per header that describes the next one (long names, PAX),
+# and, when it cannot make a link, into the entry the link names, which may be the
+# link itself: thousands of chained headers or such a link are a RecursionError.
+_UNREADABLE = (
+    tarfile.TarError,
+    EOFError,
+    OSError,
+    ValueError,
+    OverflowError,
+    RecursionError,
+)
+# tarfile reads a PAX or GNU long-name header whole, as large as it says it is;
+# real ones hold a few names, so anything past this is refused before the read.
+MAX_HEADER_BYTES = 1024**2
+_WHOLE_READ_TYPES = frozenset(
+    {
+        tarfile.XHDTYPE,
+        tarfile.XGLTYPE,
+        tarfile.SOLARIS_XHDTYPE,
+        tarfile.GNUTYPE_LONGNAME,
+        tarfile.GNUTYPE_LONGLINK,
+    }
+)
+
+
+class _BoundedHeader(tarfile.TarInfo):
+    """A tar header that refuses metadata too large to read into memory."""
+
+    @classmethod
+    def frombuf(cls, buf: bytes | bytearray, encoding: str, errors: str) -> Self:
+        header = super().frombuf(buf, encoding, errors)
+        if header.type in _WHOLE_READ_TYPES and header.size > MAX_HEADER_BYTES:
+            raise SourceError(
+                f"The archive has a {header.size}-byte metadata header; at most "
+                f"{MAX_HEADER_BYTES} bytes are read."
+            )
+        return header
+
+
+def _open(content: bytes) -> tarfile.TarFile:
+    """Open a tar, plain or compressed, from memory with bounded headers."""
+    return tarfile.open(fileobj=io.BytesIO(content), mode="r:*", tarinfo=_BoundedHeader)
 
 
 def check_archive(
@@ -23,9 +69,9 @@ def check_archive(
     becomes a build.
     """
     try:
-        with tarfile.open(fileobj=io.BytesIO(content), mode="r:*") as tar:
+        with _open(content) as tar:
             members = _read_members(tar, max_unpacked_bytes=max_unpacked_bytes)
-    except (tarfile.TarError, EOFError, OSError) as exc:
+    except _UNREADABLE as exc:
         raise InvalidRequest(
             "The upload is not a readable .tar.gz or .tar archive.", field="archive"
         ) from exc
@@ -62,22 +108,39 @@ def _read_members(
                 f"The archive unpacks to more than the {max_unpacked_bytes} bytes "
                 "allowed."
             )
-    links = {member.name.rstrip("/") for member in members if member.issym()}
+    links = {posixpath.normpath(member.name) for member in members if member.issym()}
+    latest: dict[str, tarfile.TarInfo] = {}
     for member in members:
-        _check_member(member, links)
+        _check_member(member, links, latest)
+        latest[posixpath.normpath(member.name)] = member
     return members
 
 
-def _check_member(member: tarfile.TarInfo, links: set[str]) -> None:
+def _check_member(
+    member: tarfile.TarInfo, links: set[str], earlier: dict[str, tarfile.TarInfo]
+) -> None:
+    """Refuse one entry; ``earlier`` maps each path to the last entry before it."""
     name = member.name
     if name.startswith("/"):
         # The data filter would quietly strip the slash; refuse it outright.
         raise SourceError(f"The archive entry {name!r} has an absolute path.")
-    parts = name.strip("/").split("/")
-    through = ["/".join(parts[:n]) for n in range(1, len(parts))]
+    parts = [part for part in name.split("/") if part not in ("", ".")]
+    through = [posixpath.normpath("/".join(parts[:n])) for n in range(1, len(parts))]
     if any(parent in links for parent in through):
         # An entry under a symlink can climb out through a chain of links.
         raise SourceError(f"The archive entry {name!r} lies beneath a symbolic link.")
+    if member.issym() and not member.linkname:
+        # No symlink can be made to nothing; tarfile would skip it in silence.
+        raise SourceError(f"The archive entry {name!r} is a link to nothing.")
+    if member.islnk():
+        # tarfile copies a missing target from the archive, a symlink included,
+        # as if it stood at the link's place; only a stored file may be linked.
+        target = earlier.get(posixpath.normpath(member.linkname))
+        if target is None or not (target.isreg() or target.islnk()):
+            raise SourceError(
+                f"The archive entry {name!r} is a hard link to "
+                f"{member.linkname!r}, which is not a file stored before it."
+            )
     try:
         # The 'data' filter refuses '..', links that leave the folder and device
         # files (Python docs, "Extraction filters").
@@ -92,8 +155,8 @@ def unpack_archive(
     """Unpack an archive into ``dest``; nothing may land outside it."""
     dest.mkdir(parents=True, exist_ok=True)
     try:
-        with tarfile.open(fileobj=io.BytesIO(content), mode="r:*") as tar:
+        with _open(content) as tar:
             members = _read_members(tar, max_unpacked_bytes=max_unpacked_bytes)
             tar.extractall(dest, members=members, filter="data")
-    except (tarfile.TarError, EOFError, OSError) as exc:
+    except _UNREADABLE as exc:
         raise SourceError(f"The uploaded archive could not be unpacked: {exc}") from exc

@@ -18,18 +18,19 @@ MAX_BUILD_ARGS = 64
 MAX_VALUE_CHARS = 4096
 MAX_PATH_CHARS = 1024
 
-_STAGE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+# Patterns end in \Z, not $: '$' also matches before a final newline.
+_STAGE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}\Z")
 # What a request may say about how to build (beside where the source is).
 BUILD_OPTION_FIELDS = frozenset(
     {"context", "dockerfile", "target", "build_args", "tags", "queue", "priority"}
 )
 _UNSAFE = re.compile(r"[^a-z0-9]+")
-_ARG_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+_ARG_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}\Z")
 # Docker's reference grammar: lowercase path components joined by '/', optional tag.
 _REPO_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
-_REPOSITORY = re.compile(rf"^{_REPO_COMPONENT}(?:/{_REPO_COMPONENT})*$")
-_TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
-_REF = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_./+-]{0,254}$")
+_REPOSITORY = re.compile(rf"^{_REPO_COMPONENT}(?:/{_REPO_COMPONENT})*\Z")
+_TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}\Z")
+_REF = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_./+-]{0,254}\Z")
 _SCP_LIKE = re.compile(r"^[A-Za-z0-9_.-]+@[A-Za-z0-9_.-]+:[^:]")
 _GIT_SCHEMES = {"https", "http", "git", "ssh"}
 
@@ -204,7 +205,14 @@ def clean_git_url(url: Any, *, allow_file_urls: bool = False) -> str:
         )
     if _SCP_LIKE.match(url):
         return url
-    scheme = urlsplit(url).scheme.lower()
+    try:
+        parts = urlsplit(url)
+        _ = parts.port  # raises for a port that is not a number from 0 to 65535
+    except ValueError as exc:  # also a bracketed host that is no IP address
+        raise InvalidRequest(
+            f"The git URL has a malformed host or port: {exc}.", field="git_url"
+        ) from exc
+    scheme = parts.scheme.lower()
     if scheme == "file" and allow_file_urls:
         return url
     if scheme not in _GIT_SCHEMES:
@@ -213,7 +221,7 @@ def clean_git_url(url: Any, *, allow_file_urls: bool = False) -> str:
             "accepted; use http(s)://, git:// or ssh://.",
             field="git_url",
         )
-    if not urlsplit(url).hostname:
+    if not parts.hostname:
         raise InvalidRequest("The git URL names no host.", field="git_url")
     return url
 

@@ -101,12 +101,15 @@ class Dockerfile:
         return self.stage(name) is not None
 
     def stage(self, name: str) -> Stage | None:
-        """Find a stage by its ``AS`` name or BuildKit label, case-insensitively."""
+        """Find a stage by its ``AS`` name, else its BuildKit label, ignoring case.
+
+        A name wins over a label: in ``FROM a`` then ``FROM b AS stage-0``, BuildKit
+        reads ``stage-0`` (in ``--target`` or ``FROM``) as the second stage.
+        """
         wanted = name.lower()
-        for stage in self.stages:
-            if wanted in (stage.name, stage.label):
-                return stage
-        return None
+        named = (stage for stage in self.stages if stage.name == wanted)
+        labelled = (stage for stage in self.stages if stage.label == wanted)
+        return next(named, None) or next(labelled, None)
 
     def stage_at_line(self, line: int) -> Stage | None:
         """Return the stage whose block holds the given 1-based line."""
@@ -228,6 +231,9 @@ def _read_instruction(
 ) -> tuple[Instruction, int]:
     """Read the instruction starting at ``start``; return it and the next index."""
     text, index = _join_continuation(lines, start, escape)
+    if not text.strip():
+        # A lone escape character continued onto blank lines or the end.
+        raise _invalid("a line continuation holds no instruction", start + 1)
     keyword, *rest = text.strip().split(maxsplit=1)
     keyword, args = keyword.upper(), (rest[0].strip() if rest else "")
     if keyword not in KEYWORDS:

@@ -497,11 +497,11 @@ def stage_timings(steps: list[Step], *, final: str) -> list[BuildStage]:
 def _final_stage(source: PreparedSource, target: str | None) -> str:
     """The label of the stage the image is made from: the target, else the last."""
     try:
-        stages = parse_dockerfile(source.dockerfile_text).stages
+        dockerfile = parse_dockerfile(source.dockerfile_text)
     except InvalidRequest:  # BuildKit read it; our stricter reader need not
         return target or ""
-    found = [s for s in stages if target in (s.name, s.label)] if target else stages
-    return found[-1].label if found else target or ""
+    stage = dockerfile.stage(target) if target else dockerfile.stages[-1]
+    return stage.label if stage else target or ""
 
 
 def local_name(build_id: str) -> str:

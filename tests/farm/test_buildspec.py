@@ -55,6 +55,10 @@ def test_ordinary_git_urls_are_accepted(url):
         "",
         None,
         "https://host/app.git\nother",
+        "https://[zz]/app.git",
+        "https://[::1/app.git",
+        "https://alice:tok@git.example.org:99999/app.git",
+        "https://git.example.org:x/app.git",
     ],
 )
 def test_dangerous_or_malformed_git_urls_are_refused(url):
@@ -73,7 +77,7 @@ def test_ordinary_refs_are_accepted(ref):
 
 
 @pytest.mark.parametrize(
-    "ref", ["-h", "--upload-pack=x", "a..b", "main.lock", "with space", "x/"]
+    "ref", ["-h", "--upload-pack=x", "a..b", "main.lock", "with space", "x/", "main\n"]
 )
 def test_refs_that_could_be_options_or_invalid_are_refused(ref):
     with pytest.raises(InvalidRequest):
@@ -91,7 +95,9 @@ def test_build_args_accept_mapping_or_assignments():
     assert clean_build_args({"PORT": 8080}) == {"PORT": "8080"}
 
 
-@pytest.mark.parametrize("args", [["NOEQUALS"], {"1BAD": "x"}, {"A": ["list"]}, "A=1"])
+@pytest.mark.parametrize(
+    "args", [["NOEQUALS"], {"1BAD": "x"}, {"A": ["list"]}, "A=1", {"A\n": "x"}]
+)
 def test_bad_build_args_are_refused(args):
     with pytest.raises(InvalidRequest):
         clean_build_args(args)
@@ -106,11 +112,27 @@ def test_tags_get_latest_and_are_deduplicated():
 
 
 @pytest.mark.parametrize(
-    "tag", ["Upper:1", "registry.example:5000/x:1", "a:b:c", "-lead", "x:" + "t" * 200]
+    "tag",
+    [
+        "Upper:1",
+        "registry.example:5000/x:1",
+        "a:b:c",
+        "-lead",
+        "x:" + "t" * 200,
+        "web\n",
+        "web:1\n",
+    ],
 )
 def test_invalid_tags_are_refused(tag):
     with pytest.raises(InvalidRequest):
         clean_tags([tag])
+
+
+@pytest.mark.parametrize("target", ["build\n", "-x", "a b"])
+def test_targets_that_are_not_stage_names_are_refused(target):
+    with pytest.raises(InvalidRequest) as caught:
+        parse_spec({"target": target}, SOURCE)
+    assert caught.value.field == "target"
 
 
 def test_dockerfile_may_sit_outside_context_but_inside_source():

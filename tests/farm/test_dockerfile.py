@@ -100,6 +100,13 @@ def test_stage_names_are_case_insensitive() -> None:
     assert not dockerfile.has_stage("test")
 
 
+def test_a_stage_name_wins_over_the_label_of_an_unnamed_stage() -> None:
+    dockerfile = parse_dockerfile("FROM a\nFROM b AS stage-0\nFROM stage-0\n")
+    _, named, last = dockerfile.stages
+    assert dockerfile.stage("stage-0") is named
+    assert dockerfile.stage("STAGE-2") is last
+
+
 def test_from_as_is_case_insensitive() -> None:
     dockerfile = parse_dockerfile("from alpine as Tools\nrun true\n")
     assert dockerfile.stage_names == ["tools"]
@@ -136,6 +143,8 @@ def test_crlf_line_endings_and_byte_order_mark_are_accepted() -> None:
         ("FROM scratch\nRUN <<EOF\necho\n", 2),
         ("# escape=x\nFROM scratch\n", 1),
         ("FROM scratch\x00\n", None),
+        ("FROM scratch\n\\\n\n", 2),
+        ("# escape=`\nFROM scratch\n`", 3),
     ],
 )
 def test_unreadable_text_raises_invalid_request(text: str, line: int | None) -> None:
