@@ -92,6 +92,27 @@ def require_paths(paths: set[str], *, context: str, dockerfile: str) -> None:
         )
 
 
+def read_file(content: bytes, path: str, *, max_bytes: int = 1024**2) -> bytes | None:
+    """The bytes of regular file ``path`` in an archive ``check_archive`` accepted;
+    None if it is a link or absent. Refuses a file over ``max_bytes``."""
+    try:
+        with _open(content) as tar:
+            for member in tar:
+                if posixpath.normpath(member.name) != path or not member.isreg():
+                    continue
+                if member.size > max_bytes:
+                    raise InvalidRequest(
+                        f"{path} is larger than {max_bytes} bytes.", field="dockerfile"
+                    )
+                stream = tar.extractfile(member)
+                return stream.read() if stream else None
+    except _UNREADABLE as exc:
+        raise InvalidRequest(
+            "The upload is not a readable .tar.gz or .tar archive.", field="archive"
+        ) from exc
+    return None
+
+
 def _read_members(
     tar: tarfile.TarFile, *, max_unpacked_bytes: int
 ) -> list[tarfile.TarInfo]:

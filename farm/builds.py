@@ -11,7 +11,12 @@ from datetime import UTC, datetime
 from functools import partial
 from typing import Any
 
-from farm.archives import DEFAULT_MAX_UNPACKED_BYTES, check_archive, require_paths
+from farm.archives import (
+    DEFAULT_MAX_UNPACKED_BYTES,
+    check_archive,
+    read_file,
+    require_paths,
+)
 from farm.buildspec import (
     ArchiveSource,
     BuildSpec,
@@ -28,6 +33,7 @@ from farm.buildspec import (
 from farm.callbacks import clean_callback_url
 from farm.config import Settings
 from farm.destinations import DestinationPolicy
+from farm.dockerfile import check_before_build
 from farm.errors import Conflict, InvalidRequest, StoreUnavailable
 from farm.git import resolve_ref
 from farm.ledger import BuildLedger, as_utc, counts_as_build_step
@@ -188,6 +194,11 @@ class BuildService:
         require_paths(
             paths, context=spec.context, dockerfile=spec.dockerfile_in_context
         )
+        # The Dockerfile is at hand: what is wrong with it is said now, not by a
+        # failed build (a git source's is only read once a node fetched it).
+        text = read_file(content, spec.dockerfile_in_context)
+        if text is not None:
+            check_before_build(text, spec.target)
         route = self.route(options)
         callback = self.callback_url(options)
         self.ledger.store_archive(content, filename=filename)

@@ -147,6 +147,40 @@ class Dockerfile:
         return self.stage(label)
 
 
+# A --from that is one plain word names a stage (or an image without its tag).
+_BARE_WORD = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*\Z")
+_COPY_FROM = re.compile(r"(?:^|\s)--from=(\S+)")
+
+
+def check_before_build(text: str | bytes, target: str | None) -> Dockerfile:
+    """What can be told wrong with a Dockerfile before building it, as
+    InvalidRequest: it does not parse, it has no stage ``target``, or a
+    ``COPY --from`` names no stage and no image."""
+    dockerfile = parse_dockerfile(text)
+    stages = ", ".join(dockerfile.stage_names) or "none are named"
+    if target and not dockerfile.has_stage(target):
+        raise InvalidRequest(
+            f"The Dockerfile has no stage named {target!r} (stages: {stages}).",
+            field="target",
+        )
+    for stage in dockerfile.stages:
+        for instruction in stage.instructions:
+            found = _COPY_FROM.search(instruction.args)
+            if instruction.keyword != "COPY" or not found:
+                continue
+            source = found[1].strip("\"'")
+            if source.isdigit() or not _BARE_WORD.match(source):
+                continue  # a stage index, an image reference, or an ARG
+            if not dockerfile.has_stage(source):
+                raise _invalid(
+                    f"COPY --from={source} names no stage of the Dockerfile "
+                    f"(stages: {stages}); to copy from an image, give its tag, "
+                    f"as in {source}:latest",
+                    instruction.line,
+                )
+    return dockerfile
+
+
 def parse_vertex_name(name: str) -> StepRef | None:
     """Split ``[linux/amd64 build 2/4] RUN make`` into its parts; None if no step."""
     match = _VERTEX.match(name.strip())

@@ -251,19 +251,54 @@ def test_failing_run_step_names_stage_and_line(farm, tiny_image, tmp_path):
     assert any("about to fail" in line for line in log["lines"])
 
 
-def test_dockerfile_syntax_error_fails_with_its_line(farm, tiny_image, tmp_path):
+def test_dockerfile_syntax_error_fails_with_its_line(
+    farm, git_server, tiny_image, tmp_path
+):
+    """From git, the Dockerfile is read once a node fetched it: the build fails."""
+    base_url, root = git_server
     folder = write_project(
         tmp_path / "syntax", f"FROM {tiny_image}\nRUN true\nFLY away\n", "x"
     )
+    name = f"syntax-{uuid.uuid4().hex[:8]}.git"
+    publish_repo(root, name, folder)
     response = farm.http.post(
-        farm.api("/builds"),
-        timeout=30,
-        files={"archive": ("s.tar.gz", archive_of(folder))},
+        farm.api("/builds"), timeout=30, json={"git_url": f"{base_url}/{name}"}
     )
     build = farm.wait_for(response.json()["id"])
     assert build["state"] == "failed"
     assert build["error"]["dockerfile_line"] == 3
     assert "FLY" in build["error"]["message"].upper()
+
+
+@pytest.mark.parametrize(
+    ("dockerfile", "fields", "field", "words"),
+    [
+        ("FROM {base}\nRUN true\nFLY away\n", {}, "dockerfile", ["line 3", "FLY"]),
+        ("FROM {base} AS build\n", {"target": "tset"}, "target", ["tset", "build"]),
+        (
+            "FROM {base} AS build\nFROM {base}\nCOPY --from=biuld /a /a\n",
+            {},
+            "dockerfile",
+            ["line 3", "biuld", "build"],
+        ),
+    ],
+    ids=["does-not-parse", "unknown-target", "unknown-copy-from"],
+)
+def test_an_uploaded_dockerfile_that_cannot_build_is_refused_before_recording(
+    farm, tiny_image, tmp_path, dockerfile, fields, field, words
+):
+    folder = write_project(tmp_path / "p", dockerfile.format(base=tiny_image), "x")
+    response = farm.http.post(
+        farm.api("/builds"),
+        timeout=30,
+        data=fields,
+        files={"archive": ("s.tar.gz", archive_of(folder))},
+    )
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert error["details"]["field"] == field
+    for word in words:
+        assert word in error["message"]
 
 
 def test_archive_without_the_dockerfile_is_refused_before_recording(farm, tmp_path):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from farm.dockerfile import parse_dockerfile, parse_vertex_name
+from farm.dockerfile import check_before_build, parse_dockerfile, parse_vertex_name
 from farm.errors import InvalidRequest
 
 MULTI_STAGE = """\
@@ -233,3 +233,35 @@ def test_first_step_of_a_stage_built_on_another_stage_maps_to_its_own_line():
         "build",
         1,
     )
+
+
+@pytest.mark.parametrize(
+    "copy",
+    [
+        "COPY --from=build /a /a",
+        "COPY --from=BUILD /a /a",
+        "COPY --from=0 /a /a",
+        "COPY --from=busybox:1.36 /bin/sh /sh",
+        "COPY --from=registry.example.org/tools /a /a",
+        "COPY --from=$TOOLS /a /a",
+        "COPY --chown=1:1 --from=build /a /a",
+    ],
+)
+def test_copies_from_stages_indexes_images_and_args_pass_the_check(copy):
+    text = f"ARG TOOLS=x\nFROM base AS build\nFROM base\n{copy}\n"
+    assert check_before_build(text, "build").stage_names == ["build"]
+
+
+def test_a_copy_from_an_unknown_plain_word_is_refused_with_its_line():
+    text = "FROM base AS build\nFROM base\nCOPY --from=biuld /a /a\n"
+    with pytest.raises(InvalidRequest) as caught:
+        check_before_build(text, None)
+    assert caught.value.details["line"] == 3
+    assert "biuld" in caught.value.message and "build" in caught.value.message
+
+
+def test_an_unknown_target_is_refused_naming_the_stages():
+    with pytest.raises(InvalidRequest) as caught:
+        check_before_build("FROM base AS build\nFROM base AS app\n", "tset")
+    assert caught.value.field == "target"
+    assert "build, app" in caught.value.message
