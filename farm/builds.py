@@ -326,7 +326,10 @@ class BuildService:
         """For a queued build: its place in the queue and why it waits."""
         if build.state != BuildState.QUEUED:
             return None
-        position = self.queue.position(build.queue, build.id)
+        before = self.queue.ahead(build.queue, build.id)
+        # Messages of builds cancelled while queued stay in Redis; workers skip
+        # them at once, so they are not counted.
+        position = None if before is None else self.ledger.count_queued(before)
         serving = {
             name: info
             for name, info in self.live.workers().items()

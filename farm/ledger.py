@@ -648,6 +648,16 @@ class BuildLedger:
 
     # -- figures for metrics ----------------------------------------------------
 
+    def count_queued(self, build_ids: Sequence[str]) -> int:
+        """How many of ``build_ids`` are builds still waiting to start."""
+        if not build_ids:
+            return 0
+        query = select(func.count()).where(
+            Build.id.in_(list(build_ids)), Build.state == BuildState.QUEUED
+        )
+        with self._session() as session:
+            return int(session.execute(query).scalar_one())
+
     def count_running(self, queue: str) -> int:
         query = select(func.count()).where(
             Build.state == BuildState.RUNNING, Build.queue == queue

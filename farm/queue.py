@@ -99,17 +99,18 @@ class BuildQueue:
         except redis.RedisError as exc:
             raise StoreUnavailable("Redis could not be reached.") from exc
 
-    def position(self, queue: str, build_id: str) -> int | None:
-        """How many builds a worker takes before this one; None if it is not there."""
-        ahead = 0
+    def ahead(self, queue: str, build_id: str) -> list[str] | None:
+        """The ids of the builds whose messages a worker takes before this one's;
+        None if its message is not there."""
+        ahead: list[str] = []
         try:
             for key in redis_lists(queue):
                 # Publishers push on the left and workers pop on the right.
-                messages = self.redis.lrange(key, 0, -1)[::-1]
-                for index, message in enumerate(messages):
-                    if build_id in _task_args(message):
-                        return ahead + index
-                ahead += len(messages)
+                for message in self.redis.lrange(key, 0, -1)[::-1]:
+                    args = _task_args(message)
+                    if build_id in args:
+                        return ahead
+                    ahead.append(args.strip("[]()'\", "))
         except redis.RedisError as exc:
             raise StoreUnavailable("Redis could not be reached.") from exc
         return None

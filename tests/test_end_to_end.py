@@ -518,10 +518,10 @@ def test_missing_branch_is_refused_before_recording(farm, git_server, tmp_path):
 def test_a_build_for_a_queue_no_node_serves_says_why_and_where_it_waits(
     farm, tiny_image, tmp_path
 ):
-    def submit(priority: str) -> str:
-        folder = tmp_path / priority
+    def submit(priority: str, name: str) -> str:
+        folder = tmp_path / name
         folder.mkdir()
-        (folder / "Dockerfile").write_text(f"FROM {tiny_image}\nRUN echo {priority}\n")
+        (folder / "Dockerfile").write_text(f"FROM {tiny_image}\nRUN echo {name}\n")
         response = farm.http.post(
             farm.api("/builds"),
             timeout=30,
@@ -531,7 +531,10 @@ def test_a_build_for_a_queue_no_node_serves_says_why_and_where_it_waits(
         assert response.status_code == 202, response.text
         return response.json()["id"]
 
-    normal, urgent = submit("normal"), submit("urgent")
+    # A build cancelled while queued leaves its message in Redis: not counted.
+    stale = submit("urgent", "stale")
+    farm.http.post(farm.api(f"/builds/{stale}/cancel"), timeout=10)
+    normal, urgent = submit("normal", "normal"), submit("urgent", "urgent")
     waiting = {
         build_id: farm.http.get(farm.api(f"/builds/{build_id}"), timeout=10).json()
         for build_id in (normal, urgent)
