@@ -178,6 +178,26 @@ class RunningFarm:
         raise AssertionError(f"build {build_id} did not end in {timeout_seconds}s")
 
 
+def dockerfile_archive(dockerfile: str) -> bytes:
+    """A .tar.gz holding only a Dockerfile with this text."""
+    data = dockerfile.encode()
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz", format=tarfile.GNU_FORMAT) as tar:
+        info = tarfile.TarInfo("Dockerfile")
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
+
+
+def running(stack: LocalFarm) -> Iterator[LocalFarm]:
+    """Start ``stack`` for a fixture to yield from; stop it afterwards."""
+    stack.start_farm()
+    try:
+        yield stack
+    finally:
+        stack.stop()
+
+
 def farm_on_session_services(
     state_dir: Path,
     *,

@@ -84,14 +84,19 @@ class BuildLog:
         if self.over_limit:
             return
         lines = self.redactor.lines(lines)
-        self.size += sum(len(line) + 1 for line in lines)
-        if self.max_bytes is not None and self.size > self.max_bytes:
-            self.over_limit = True
-            lines = [
-                f"The log passed the farm's limit of {self.max_bytes} bytes "
-                "(FARM_MAX_LOG_BYTES); the build is stopped."
-            ]
-            self.on_limit()
+        kept = []
+        for line in lines:
+            self.size += len(line) + 1
+            if self.max_bytes is not None and self.size > self.max_bytes:
+                self.over_limit = True
+                kept.append(
+                    f"The log passed the farm's limit of {self.max_bytes} bytes "
+                    "(FARM_MAX_LOG_BYTES); the build is stopped."
+                )
+                self.on_limit()
+                break
+            kept.append(line)
+        lines = kept
         self.lines.extend(lines)
         try:
             self.live.append_log(self.build_id, lines)

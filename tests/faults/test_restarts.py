@@ -4,11 +4,9 @@ Every build accepted ends exactly once; nothing accepted is lost."""
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import signal
-import tarfile
 import threading
 import time
 import uuid
@@ -22,7 +20,12 @@ from farm.local.engine import EngineLayout, LocalEngine
 from farm.local.process import free_port, port_open, wait_until
 from farm.local.redis import LocalRedis
 from farm.local.stack import LocalFarm, Node, start_farm_process
-from tests.conftest import ARTIFACTS, farm_on_session_services
+from tests.conftest import (
+    ARTIFACTS,
+    dockerfile_archive,
+    farm_on_session_services,
+    running,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -79,25 +82,13 @@ def restart_farm(
             "FARM_WORK_DIR": str(tmp_path_factory.mktemp("work")),
         },
     )
-    stack.start_farm()
-    yield stack
-    stack.stop()
-
-
-def archive(dockerfile: str) -> bytes:
-    data = dockerfile.encode()
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w:gz", format=tarfile.GNU_FORMAT) as tar:
-        info = tarfile.TarInfo("Dockerfile")
-        info.size = len(data)
-        tar.addfile(info, io.BytesIO(data))
-    return buffer.getvalue()
+    yield from running(stack)
 
 
 def submit(stack: LocalFarm, dockerfile: str, **fields: str) -> requests.Response:
     return stack.api_session().post(
         f"{stack.web_url}/api/v1/builds",
-        files={"archive": ("s.tar.gz", archive(dockerfile))},
+        files={"archive": ("s.tar.gz", dockerfile_archive(dockerfile))},
         data=fields,
         timeout=30,
     )

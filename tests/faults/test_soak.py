@@ -3,9 +3,7 @@ workers' memory and open files measured as they go. Both must stay flat."""
 
 from __future__ import annotations
 
-import io
 import json
-import tarfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -14,7 +12,12 @@ from pathlib import Path
 import pytest
 
 from farm.local.stack import LocalFarm, Node
-from tests.conftest import ARTIFACTS, farm_on_session_services
+from tests.conftest import (
+    ARTIFACTS,
+    dockerfile_archive,
+    farm_on_session_services,
+    running,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -41,19 +44,7 @@ def soak_farm(
             "FARM_WORK_DIR": str(tmp_path_factory.mktemp("work")),
         },
     )
-    stack.start_farm()
-    yield stack
-    stack.stop()
-
-
-def archive(dockerfile: str) -> bytes:
-    data = dockerfile.encode()
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w:gz", format=tarfile.GNU_FORMAT) as tar:
-        info = tarfile.TarInfo("Dockerfile")
-        info.size = len(data)
-        tar.addfile(info, io.BytesIO(data))
-    return buffer.getvalue()
+    yield from running(stack)
 
 
 def process_tree(pid: int) -> list[int]:
@@ -92,7 +83,9 @@ def test_hundreds_of_builds_leave_memory_and_open_files_flat(soak_farm, tiny_ima
         for n in range(PER_ROUND):
             dockerfile = f"FROM {tiny_image}\nRUN echo {stamp}-{round_number}-{n}\n"
             answer = http.post(
-                api, files={"archive": ("s.tar.gz", archive(dockerfile))}, timeout=30
+                api,
+                files={"archive": ("s.tar.gz", dockerfile_archive(dockerfile))},
+                timeout=30,
             )
             assert answer.status_code == 202, answer.text
             ids.append(answer.json()["id"])

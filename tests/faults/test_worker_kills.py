@@ -8,11 +8,9 @@ container runtime would.
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import signal
-import tarfile
 import time
 from collections.abc import Iterator
 from datetime import datetime
@@ -21,7 +19,12 @@ from pathlib import Path
 import pytest
 
 from farm.local.stack import LocalFarm, Node
-from tests.conftest import ARTIFACTS, farm_on_session_services
+from tests.conftest import (
+    ARTIFACTS,
+    dockerfile_archive,
+    farm_on_session_services,
+    running,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -50,21 +53,13 @@ def farm_of_two(
             "FARM_WORK_DIR": str(tmp_path_factory.mktemp("work")),
         },
     )
-    stack.start_farm()
-    yield stack
-    stack.stop()
+    yield from running(stack)
 
 
 def source(base: str, marker: str, seconds: int) -> bytes:
-    dockerfile = (
+    return dockerfile_archive(
         f"FROM {base}\nRUN echo {marker} started && sleep {seconds} && echo done\n"
-    ).encode()
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w:gz", format=tarfile.GNU_FORMAT) as tar:
-        info = tarfile.TarInfo("Dockerfile")
-        info.size = len(dockerfile)
-        tar.addfile(info, io.BytesIO(dockerfile))
-    return buffer.getvalue()
+    )
 
 
 def worker_child(farm: LocalFarm, node: str) -> int | None:

@@ -23,7 +23,11 @@ import pytest
 
 from farm.ledger import BuildLedger
 from farm.local.stack import LocalFarm, Node
-from tests.conftest import ARTIFACTS, farm_on_session_services
+from tests.conftest import (
+    ARTIFACTS,
+    farm_on_session_services,
+    running,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -66,9 +70,7 @@ def hostile_farm(
             "PATH": f"{shims}:{os.environ['PATH']}",
         },
     )
-    stack.start_farm()
-    yield stack
-    stack.stop()
+    yield from running(stack)
 
 
 @pytest.fixture(scope="module")

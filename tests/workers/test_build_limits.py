@@ -4,9 +4,7 @@ silence, that ends it); one whose log passes FARM_MAX_LOG_BYTES is stopped too."
 
 from __future__ import annotations
 
-import io
 import subprocess
-import tarfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -15,7 +13,12 @@ import pytest
 import requests
 
 from farm.local.stack import LocalFarm, Node
-from tests.conftest import ARTIFACTS, farm_on_session_services
+from tests.conftest import (
+    ARTIFACTS,
+    dockerfile_archive,
+    farm_on_session_services,
+    running,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -40,25 +43,13 @@ def limited_farm(
             "FARM_WORK_DIR": str(tmp_path_factory.mktemp("work")),
         },
     )
-    stack.start_farm()
-    yield stack
-    stack.stop()
+    yield from running(stack)
 
 
 def ticking_source(base: str, marker: str) -> bytes:
-    return packed(
+    return dockerfile_archive(
         f"FROM {base}\nRUN for i in $(seq 1 120); do echo {marker} $i; sleep 1; done\n"
     )
-
-
-def packed(text: str) -> bytes:
-    dockerfile = text.encode()
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w:gz", format=tarfile.GNU_FORMAT) as tar:
-        info = tarfile.TarInfo("Dockerfile")
-        info.size = len(dockerfile)
-        tar.addfile(info, io.BytesIO(dockerfile))
-    return buffer.getvalue()
 
 
 def processes_with(marker: str) -> list[str]:
@@ -111,7 +102,7 @@ def test_a_build_whose_log_passes_the_limit_is_stopped(limited_farm, tiny_image)
     api = f"{limited_farm.web_url}/api/v1/builds"
     marker = f"chatty-{uuid.uuid4().hex}"
     line = f"{marker} " + "x" * 60
-    source = packed(
+    source = dockerfile_archive(
         f"FROM {tiny_image}\n"
         f'RUN i=0; while [ $i -lt 20000 ]; do echo "{line} $i"; i=$((i+1)); done\n'
     )
