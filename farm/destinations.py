@@ -37,10 +37,25 @@ def url_host(url: str) -> str:
     return (urlsplit(url).hostname or "").lower()
 
 
+# IPv6 ranges that carry an IPv4 address in their last 32 bits and reach it:
+# NAT64's well-known prefix, and the deprecated IPv4-compatible form (::a.b.c.d).
+_CARRY_IPV4 = (
+    ipaddress.ip_network("64:ff9b::/96"),
+    ipaddress.ip_network("::/96"),
+)
+
+
 def is_internal(address: str) -> bool:
+    """Whether an address is loopback, private, link-local, reserved or multicast,
+    also when an IPv6 address carries an internal IPv4 one (mapped, 6to4, NAT64
+    or IPv4-compatible)."""
     ip = ipaddress.ip_address(address.split("%", 1)[0])
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
-        ip = ip.ipv4_mapped
+    if isinstance(ip, ipaddress.IPv6Address):
+        carried = ip.ipv4_mapped or ip.sixtofour
+        if carried is None and any(ip in net for net in _CARRY_IPV4):
+            carried = ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+        if carried is not None and is_internal(str(carried)):
+            return True
     return not ip.is_global or ip.is_multicast
 
 

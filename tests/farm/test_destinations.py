@@ -11,6 +11,10 @@ TABLE = {
     "sneaky.example.org": ["93.184.216.34", "127.0.0.1"],
     "mapped.example.org": ["::ffff:127.0.0.1"],
     "v6-loopback.example.org": ["::1"],
+    "compat.example.org": ["::127.0.0.1"],
+    "nat64.example.org": ["64:ff9b::7f00:1"],
+    "sixtofour.example.org": ["2002:7f00:1::"],
+    "nat64-public.example.org": ["64:ff9b::5db8:d822"],
 }
 
 
@@ -33,6 +37,8 @@ def test_the_host_of_every_url_form(url, host):
 
 def test_public_hosts_pass():
     policy().check_url("https://git.example.org/a.git", field="git_url")
+    # NAT64 of a public IPv4 address is as public as that address.
+    policy().check_url("https://nat64-public.example.org/a.git", field="git_url")
 
 
 @pytest.mark.parametrize(
@@ -43,6 +49,9 @@ def test_public_hosts_pass():
         "sneaky.example.org",
         "mapped.example.org",
         "v6-loopback.example.org",
+        "compat.example.org",
+        "nat64.example.org",
+        "sixtofour.example.org",
     ],
 )
 def test_internal_addresses_are_refused(host):

@@ -109,6 +109,9 @@ def git_requests(bridge: str) -> list[tuple[str, dict, str]]:
         ("loopback-hex", {"git_url": "http://0x7f.1:9/r.git"}, "git_url"),
         ("unspecified", {"git_url": "http://0.0.0.0:9/r.git"}, "git_url"),
         ("mapped-v6", {"git_url": "http://[::ffff:127.0.0.1]:9/r.git"}, "git_url"),
+        ("compat-v6", {"git_url": "http://[::127.0.0.1]:9/r.git"}, "git_url"),
+        ("nat64-v6", {"git_url": "http://[64:ff9b::7f00:1]:9/r.git"}, "git_url"),
+        ("6to4-v6", {"git_url": "http://[2002:7f00:1::]:9/r.git"}, "git_url"),
         ("private-bridge", {"git_url": f"http://{bridge}:9/r.git"}, "git_url"),
         ("scp-loopback", {"git_url": "git@127.0.0.1:r.git"}, "git_url"),
         (
