@@ -158,6 +158,8 @@ def restart_web(stack: LocalFarm) -> None:
         log_dir=stack.state_dir / "logs",
     )
     stack.processes.insert(0, fresh)
+    # Kept-alive connections went with the old process: start afresh.
+    stack.api_session().close()
     wait_until(
         lambda: port_open(stack.web_port),
         timeout_seconds=30,
