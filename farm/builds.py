@@ -32,7 +32,7 @@ from farm.buildspec import (
 )
 from farm.callbacks import clean_callback_url
 from farm.config import Settings
-from farm.destinations import DestinationPolicy
+from farm.destinations import DestinationPolicy, FetchPolicy
 from farm.dockerfile import check_before_build
 from farm.errors import Conflict, InvalidRequest, StoreUnavailable
 from farm.git import resolve_ref
@@ -82,6 +82,7 @@ class BuildService:
         resolve_ref: Callable[[str, str], str | None] | None = None,
         destinations: DestinationPolicy | None = None,
         callback_destinations: DestinationPolicy | None = None,
+        fetches: FetchPolicy | None = None,
         callback_secret: str = "",
         secret_args: Sequence[str] = (),
     ) -> None:
@@ -96,6 +97,7 @@ class BuildService:
         self.resolve_ref = resolve_ref
         self.destinations = destinations or DestinationPolicy()
         self.callback_destinations = callback_destinations or DestinationPolicy()
+        self.fetches = fetches or FetchPolicy()
         self.callback_secret = callback_secret
 
     @classmethod
@@ -115,11 +117,16 @@ class BuildService:
             max_source_bytes=settings.max_source_bytes,
             resolve_ref=partial(resolve_ref, allow_file=settings.allow_file_urls),
             destinations=DestinationPolicy.from_setting(
-                settings.git_hosts, allow_private=settings.private_destinations
+                settings.git_hosts,
+                allow_private=settings.private_destinations,
+                setting="FARM_GIT_HOSTS",
             ),
             callback_destinations=DestinationPolicy.from_setting(
-                settings.callback_hosts, allow_private=settings.private_destinations
+                settings.callback_hosts,
+                allow_private=settings.private_destinations,
+                setting="FARM_CALLBACK_HOSTS",
             ),
+            fetches=FetchPolicy.from_settings(settings),
             callback_secret=settings.callback_secret,
             secret_args=settings.secret_args.split(","),
         )
@@ -194,16 +201,21 @@ class BuildService:
         require_paths(
             paths, context=spec.context, dockerfile=spec.dockerfile_in_context
         )
-        # The Dockerfile is at hand: what is wrong with it is said now, not by a
-        # failed build (a git source's is only read once a node fetched it).
-        text = read_file(content, spec.dockerfile_in_context)
-        if text is not None:
-            check_before_build(text, spec.target)
+        self.check_uploaded_dockerfile(content, spec)
         route = self.route(options)
         callback = self.callback_url(options)
         self.ledger.store_archive(content, filename=filename)
         submission = self.submit(spec, route, reuse=reuse, submitted_by=submitted_by)
         return self._with_callback(submission, callback)
+
+    def check_uploaded_dockerfile(self, content: bytes, spec: BuildSpec) -> None:
+        """The Dockerfile is at hand in an upload: what is wrong with it, or what
+        it would fetch that the farm may not reach, is said now rather than by a
+        failed build (a git source's is only read once a node fetched it)."""
+        text = read_file(content, spec.dockerfile_in_context)
+        if text is not None:
+            dockerfile = check_before_build(text, spec.target)
+            self.fetches.check(dockerfile, spec.build_args)
 
     def route(self, options: Mapping[str, Any]) -> tuple[str, str]:
         """The queue and priority a request asks for, checked."""

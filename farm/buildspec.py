@@ -31,6 +31,11 @@ _REPO_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
 _REPOSITORY = re.compile(rf"^{_REPO_COMPONENT}(?:/{_REPO_COMPONENT})*\Z")
 _TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}\Z")
 _REF = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_./+-]{0,254}\Z")
+# Repositories in the farm's registry that only the farm writes: base images new
+# nodes pull, each project's stage cache, and builds pushed without tags.
+BASE_IMAGE_NAMESPACE = "farm-base"
+CACHE_NAMESPACE = "farm-cache"
+UNTAGGED_REPOSITORY = "builds"
 _SCP_LIKE = re.compile(r"^[A-Za-z0-9_.-]+@[A-Za-z0-9_.-]+:[^:]")
 _GIT_SCHEMES = {"https", "http", "git", "ssh"}
 
@@ -334,6 +339,15 @@ def clean_tag(tag: Any) -> str:
         raise InvalidRequest(
             f"Tag {tag!r} is not a valid image name: use lowercase "
             "'name[:tag]', without a registry host.",
+            field="tags",
+        )
+    if first in (BASE_IMAGE_NAMESPACE, CACHE_NAMESPACE) or (
+        repository == UNTAGGED_REPOSITORY
+    ):
+        raise InvalidRequest(
+            f"Tag {tag!r} names a repository the farm keeps for itself "
+            f"({BASE_IMAGE_NAMESPACE}/…, {CACHE_NAMESPACE}/…, "
+            f"{UNTAGGED_REPOSITORY}): choose another name.",
             field="tags",
         )
     return f"{repository}:{version or 'latest'}"

@@ -1,4 +1,5 @@
-"""Which hosts the farm may be told to reach: git remotes named in requests.
+"""Which hosts the farm may be told to reach: git remotes and callbacks named in
+requests, and what a Dockerfile makes the engine fetch.
 
 A request must not turn the farm into a way in to its own network: by default a git
 URL whose host resolves to a loopback, private, link-local (cloud metadata),
@@ -12,10 +13,12 @@ from __future__ import annotations
 
 import ipaddress
 import socket
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from farm.config import Settings
+from farm.dockerfile import Dockerfile
 from farm.errors import InvalidRequest
 
 Resolver = Callable[[str], list[str]]
@@ -64,13 +67,17 @@ class DestinationPolicy:
     allowed_hosts: Sequence[str] = ()
     allow_private: bool = False
     resolver: Resolver = resolve
+    # The setting an operator lists hosts in, named when a host is refused.
+    hosts_setting: str | None = None
 
     @classmethod
     def from_setting(
-        cls, hosts: str, *, allow_private: bool = False
+        cls, hosts: str, *, allow_private: bool = False, setting: str | None = None
     ) -> DestinationPolicy:
         allowed = tuple(h.strip().lower() for h in hosts.split(",") if h.strip())
-        return cls(allowed_hosts=allowed, allow_private=allow_private)
+        return cls(
+            allowed_hosts=allowed, allow_private=allow_private, hosts_setting=setting
+        )
 
     def check_url(self, url: str, *, field: str) -> None:
         """Raise InvalidRequest unless the farm may reach the URL's host."""
@@ -93,11 +100,12 @@ class DestinationPolicy:
             raise InvalidRequest(f"The host {host!r} does not resolve.", field=field)
         internal = [address for address in addresses if is_internal(address)]
         if internal:
+            setting = self.hosts_setting
+            listing = f"lists the host in {setting} or " if setting else ""
             raise InvalidRequest(
                 f"The host {host!r} resolves to an internal address ({internal[0]}); "
                 "this farm does not reach loopback, private or link-local addresses "
-                "unless its operator lists the host (FARM_GIT_HOSTS, "
-                "FARM_CALLBACK_HOSTS) or sets FARM_PRIVATE_DESTINATIONS.",
+                f"unless its operator {listing}sets FARM_PRIVATE_DESTINATIONS.",
                 field=field,
             )
 
@@ -111,3 +119,58 @@ def _matches(host: str, pattern: str) -> bool:
         except ValueError:
             return False
     return host == pattern
+
+
+def image_registry(reference: str) -> str | None:
+    """The registry host (with its port) an image reference names, or None for
+    Docker Hub's short names (``debian``, ``team/app:1``)."""
+    first, slash, _ = reference.partition("/")
+    if slash and ("." in first or ":" in first or first == "localhost"):
+        return first.lower()
+    return None
+
+
+@dataclass(frozen=True)
+class FetchPolicy:
+    """Where a Dockerfile may make the engine fetch from: images from the farm's
+    own registry always; remote ``ADD`` sources and other registries only if
+    ``destinations`` lets the farm reach their hosts. The engine fetches these
+    itself, so the URLs in a request are not the only way out."""
+
+    destinations: DestinationPolicy = DestinationPolicy()
+    own_registry: str = ""
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> FetchPolicy:
+        return cls(
+            DestinationPolicy(allow_private=settings.private_destinations),
+            settings.registry,
+        )
+
+    def check(self, dockerfile: Dockerfile, build_args: Mapping[str, str]) -> None:
+        """Raise InvalidRequest, naming the line, at the first fetch refused."""
+        for fetch in dockerfile.fetches(build_args):
+            where = f"Dockerfile line {fetch.line}"
+            if fetch.unresolved is not None:
+                raise InvalidRequest(
+                    f"{where}: {fetch.reference!r} uses ${fetch.unresolved}, which "
+                    "the Dockerfile does not set, so the farm cannot tell what it "
+                    "would fetch; set it with ARG or ENV in the stage.",
+                    field="dockerfile",
+                    line=fetch.line,
+                )
+            if fetch.kind == "image":
+                host = image_registry(fetch.reference)
+                if host is None or host == self.own_registry.lower():
+                    continue
+                url = f"https://{host}/"
+            else:
+                url = fetch.reference
+            try:
+                self.destinations.check_url(url, field="dockerfile")
+            except InvalidRequest as exc:
+                raise InvalidRequest(
+                    f"{where} fetches {fetch.reference!r}: {exc.message}",
+                    field="dockerfile",
+                    line=fetch.line,
+                ) from exc

@@ -8,9 +8,11 @@ comments, line continuations with the escape character, ``ARG`` before the first
 
 from __future__ import annotations
 
+import json
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from farm.errors import InvalidRequest
 
@@ -85,6 +87,22 @@ class StepRef:
 
 
 @dataclass(frozen=True)
+class Fetch:
+    """Something a Dockerfile makes the engine fetch from outside the build's
+    context: an image (a base, a ``COPY --from`` or ``RUN --mount from`` image, the
+    ``# syntax`` frontend) or a remote ``ADD`` source (a URL or a git remote).
+
+    ``unresolved`` names a variable the Dockerfile does not set, whose value would
+    come from a base image, so where it points cannot be told before the build.
+    """
+
+    kind: Literal["image", "url"]
+    reference: str
+    line: int
+    unresolved: str | None = None
+
+
+@dataclass(frozen=True)
 class Dockerfile:
     """A parsed Dockerfile: its directives, global ``ARG``s and stages."""
 
@@ -126,6 +144,51 @@ class Dockerfile:
         values = _arg_defaults(self.global_args)
         values.update(build_args or {})
         return _expand(stage.base_image, values)
+
+    def fetches(self, build_args: Mapping[str, str] | None = None) -> list[Fetch]:
+        """What building this Dockerfile fetches from elsewhere, with variables
+        expanded from ARG defaults, build args and ENV the way the engine would."""
+        build_args = dict(build_args or {})
+        found = []
+        if syntax := self.directives.get("syntax"):
+            found.append(Fetch("image", syntax, 1))
+        for stage in self.stages:
+            base = self.resolved_base(stage, build_args)
+            earlier = self.stages[: stage.index]
+            if base.lower() != "scratch" and not any(
+                base.lower() in (s.name, s.label) for s in earlier
+            ):
+                found.append(Fetch("image", base, stage.line))
+            found.extend(self._stage_fetches(stage, build_args))
+        return found
+
+    def _stage_fetches(self, stage: Stage, build_args: dict[str, str]) -> list[Fetch]:
+        values = _arg_defaults(self.global_args)
+        scope: dict[str, str] = {}
+        found = []
+        for instruction in stage.instructions:
+            if instruction.keyword == "ARG":
+                for name, default in _assignments(instruction.args):
+                    if default is None:
+                        default = values.get(name, "")
+                    scope[name] = build_args.get(name, default)
+            elif instruction.keyword == "ENV":
+                for name, value in _assignments(instruction.args):
+                    scope[name] = value or ""
+            sources: list[tuple[Literal["image", "url"], str]] = [
+                *_image_flags(instruction),
+                *_remote_add_sources(instruction),
+            ]
+            for kind, text in sources:
+                expanded, unresolved = _expand_in_scope(text, scope)
+                if kind == "image" and self.stage(expanded) is not None:
+                    continue
+                if kind == "image" and expanded.isdigit():
+                    continue  # a stage's index
+                # Where a variable is not set here, show what the line says.
+                shown = text if unresolved else expanded
+                found.append(Fetch(kind, shown, instruction.line, unresolved))
+        return found
 
     def locate_step(self, vertex_name: str) -> tuple[str, int] | None:
         """Map a BuildKit vertex name to (stage label, Dockerfile line) of its step."""
@@ -405,6 +468,75 @@ def _arg_defaults(args: tuple[Instruction, ...]) -> dict[str, str]:
         if sep:
             values[name.strip()] = default.strip().strip("\"'")
     return values
+
+
+_ASSIGNMENT = re.compile(r"([A-Za-z_]\w*)(?:=(\"[^\"]*\"|'[^']*'|\S*))?")
+_URL_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+_SCP_REMOTE = re.compile(r"^[A-Za-z0-9_.-]+@[A-Za-z0-9_.-]+:")
+
+
+def _assignments(args: str) -> list[tuple[str, str | None]]:
+    """``NAME=value`` pairs of an ARG or ENV line (also ENV's ``NAME value``);
+    the value is None where only a name is given."""
+    words = args.split(maxsplit=1)
+    if len(words) == 2 and "=" not in words[0]:
+        return [(words[0], words[1].strip())]
+    pairs: list[tuple[str, str | None]] = []
+    for match in _ASSIGNMENT.finditer(args):
+        value = match[2]
+        pairs.append((match[1], None if value is None else value.strip("\"'")))
+    return pairs
+
+
+def _image_flags(instruction: Instruction) -> list[tuple[Literal["image"], str]]:
+    """Images named by ``COPY --from=`` or a ``RUN --mount=...,from=`` option."""
+    found: list[tuple[Literal["image"], str]] = []
+    for word in instruction.args.split():
+        if not word.startswith("--"):
+            break
+        if instruction.keyword in ("COPY", "ADD") and word.startswith("--from="):
+            found.append(("image", word.partition("=")[2].strip("\"'")))
+        elif instruction.keyword == "RUN" and word.startswith("--mount="):
+            for option in word.partition("=")[2].split(","):
+                key, _, value = option.partition("=")
+                if key.strip().lower() == "from" and value:
+                    found.append(("image", value.strip("\"'")))
+    return found
+
+
+def _remote_add_sources(instruction: Instruction) -> list[tuple[Literal["url"], str]]:
+    """The sources of an ``ADD`` that are URLs or git remotes, not context files."""
+    if instruction.keyword != "ADD":
+        return []
+    args = instruction.args
+    words = [word for word in args.split() if not word.startswith("--")]
+    flagless = " ".join(words)
+    if flagless.startswith("["):
+        try:
+            listed = json.loads(flagless)
+        except ValueError:
+            listed = None
+        if isinstance(listed, list) and all(isinstance(w, str) for w in listed):
+            words = listed
+    sources = [word for word in words[:-1] if not word.startswith("<<")]
+    return [
+        ("url", source)
+        for source in sources
+        if "$" in source or _URL_SCHEME.match(source) or _SCP_REMOTE.match(source)
+    ]
+
+
+def _expand_in_scope(text: str, scope: dict[str, str]) -> tuple[str, str | None]:
+    """Expand ``$VAR`` from a stage's ARGs and ENVs; also say which variable, if
+    any, the stage does not set (a base image's ENV could set it)."""
+    unresolved = None
+    for match in _VARIABLE.finditer(text):
+        name = match["braced"] or match["plain"]
+        if name not in scope and unresolved is None:
+            unresolved = name
+    if "$" in _VARIABLE.sub("", text) and unresolved is None:
+        unresolved = text  # a form of expansion this reader does not follow
+    return _expand(text, scope), unresolved
 
 
 def _expand(text: str, values: dict[str, str]) -> str:

@@ -78,6 +78,7 @@ class GroupService:
                 require_paths(
                     paths, context=spec.context, dockerfile=spec.dockerfile_in_context
                 )
+                self.builds.check_uploaded_dockerfile(content, spec)
         self.builds.ledger.store_archive(content)
         return self._submit(payload, images, smoke, submitted_by=submitted_by)
 

@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import IO
 
-from farm.buildspec import name_part, project_name
+from farm.buildspec import CACHE_NAMESPACE, name_part, project_name
 from farm.dockerfile import Dockerfile, Stage
 from farm.errors import FarmError
 from farm.livestate import LiveState
@@ -25,7 +25,6 @@ from farm.registry import RegistryClient
 from workers.buildkit.progress import BuildProgress
 from workers.engine import EngineClient
 
-CACHE_NAMESPACE = "farm-cache"
 INLINE_CACHE_ARG = "BUILDKIT_INLINE_CACHE"
 # COPY --from=x and RUN --mount=...,from=x name another stage (Dockerfile reference).
 _FROM_FLAG = re.compile(r"(?:--from=|[,\s]from=)([A-Za-z0-9_.-]+)")

@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import IO, Any
 
 from farm.archives import unpack_archive
-from farm.buildspec import redact_url
+from farm.buildspec import UNTAGGED_REPOSITORY, redact_url
 from farm.config import Settings
-from farm.destinations import DestinationPolicy
+from farm.destinations import DestinationPolicy, FetchPolicy
 from farm.dockerfile import parse_dockerfile
 from farm.errors import (
     AttemptLost,
@@ -25,6 +25,7 @@ from farm.errors import (
     BuildTimedOut,
     FarmError,
     InvalidRequest,
+    PushFailed,
     SourceError,
 )
 from farm.ledger import BuildLedger, counts_as_build_step
@@ -39,7 +40,7 @@ from workers.cache import (
     plan_cache,
 )
 from workers.context import make_context_tar
-from workers.engine import EngineClient
+from workers.engine import EngineClient, PushResult
 from workers.source import PreparedSource, check_target, fetch_git, locate_dockerfile
 
 logger = logging.getLogger(__name__)
@@ -48,6 +49,10 @@ STEPS_SAVE_INTERVAL_SECONDS = 2.0
 CANCEL_POLL_SECONDS = 1.0
 HEARTBEAT_INTERVAL_SECONDS = 5.0
 PUSH_LOCK_SECONDS = 1800
+# Pauses before pushing again. Two nodes pushing the same layer at once can make
+# the registry refuse one of them ("blob unknown", "digest invalid"); a push is
+# content-addressed, so pushing again is safe.
+PUSH_RETRY_PAUSES_SECONDS = (1.0, 3.0)
 
 
 class BuildLog:
@@ -123,8 +128,11 @@ class BuildRunner:
         self.engine = engine
         self.cache = StageCache(engine, RegistryClient(settings.registry), live)
         self.destinations = DestinationPolicy.from_setting(
-            settings.git_hosts, allow_private=settings.private_destinations
+            settings.git_hosts,
+            allow_private=settings.private_destinations,
+            setting="FARM_GIT_HOSTS",
         )
+        self.fetches = FetchPolicy.from_settings(settings)
 
     @property
     def workspace_root(self) -> Path:
@@ -211,6 +219,7 @@ class BuildRunner:
                 raise BuildCancelled("The build was cancelled before this attempt.")
             source = self._prepare_source(build, workspace, log)
             check_target(source.dockerfile_text, build.target)
+            self._check_fetches(build, source.dockerfile_text)
             progress = BuildProgress(
                 dockerfile_text=source.dockerfile_text, on_log=log.write
             )
@@ -342,6 +351,21 @@ class BuildRunner:
         )
         logger.info("build=%s: %s: %s", build.id, state.value, error["message"])
 
+    def _check_fetches(self, build: Build, dockerfile_text: str) -> None:
+        """Refuse to build a Dockerfile that would make the engine fetch from a
+        host the farm may not reach (checked again here: a git source's
+        Dockerfile is first seen on the node)."""
+        try:
+            dockerfile = parse_dockerfile(dockerfile_text)
+        except InvalidRequest:
+            return  # BuildKit reports a Dockerfile it cannot read better than we can
+        try:
+            self.fetches.check(dockerfile, build.build_args or {})
+        except InvalidRequest as exc:
+            raise BuildFailed(
+                exc.message, dockerfile_line=exc.details.get("line")
+            ) from exc
+
     def _prepare_source(
         self, build: Build, workspace: Path, log: BuildLog
     ) -> PreparedSource:
@@ -420,7 +444,7 @@ class BuildRunner:
         cancel: threading.Event,
         cache_from: list[str],
     ) -> tuple[str, list[str]]:
-        tags = build.tags or [f"builds:{build.id}"]
+        tags = build.tags or [f"{UNTAGGED_REPOSITORY}:{build.id}"]
         references = [f"{self.settings.registry}/{tag}" for tag in tags]
         # Built under a name of its own: another build on this engine may be
         # pushing the same tags right now (the tags are set under a lock at push).
@@ -453,7 +477,7 @@ class BuildRunner:
                         "another node before its push."
                     )
                 self.engine.tag(image_id, reference)
-                result = self.engine.push(reference)
+                result = push_with_retries(self.engine, reference, log.write)
             digest = result.digest
             log.write(
                 [f"Pushed {reference}@{digest} in {time.monotonic() - started:.1f}s"]
@@ -467,6 +491,24 @@ class BuildRunner:
             "image_size_bytes": size,
             "push_seconds": push_seconds,
         }
+
+
+def push_with_retries(
+    engine: EngineClient,
+    reference: str,
+    say: Callable[[list[str]], None],
+    pauses: tuple[float, ...] = PUSH_RETRY_PAUSES_SECONDS,
+) -> PushResult:
+    """Push ``reference``, pushing again after each pause in ``pauses`` while the
+    registry refuses (each refusal is told to ``say``); the last one is raised."""
+    for pause in pauses:
+        try:
+            return engine.push(reference)
+        except PushFailed as exc:
+            reason = " ".join(str(exc).split()) or "no reason given"
+            say([f"{reason} Pushing again in {pause:g}s."])
+            time.sleep(pause)
+    return engine.push(reference)
 
 
 def stage_timings(steps: list[Step], *, final: str) -> list[BuildStage]:

@@ -150,6 +150,22 @@ def test_unknown_fields_are_named():
     assert caught.value.field == "dockerfiel"
 
 
+@pytest.mark.parametrize(
+    "tag", ["farm-base/busybox:latest", "farm-cache/web:stages", "builds:6b1", "builds"]
+)
+def test_tags_over_the_farms_own_repositories_are_refused(tag):
+    with pytest.raises(InvalidRequest, match="keeps for itself"):
+        clean_tags([tag])
+
+
+def test_names_that_only_resemble_the_farms_own_are_fine():
+    assert clean_tags(["farm-basement/x", "team/builds:1", "builds2"]) == (
+        "farm-basement/x:latest",
+        "team/builds:1",
+        "builds2:latest",
+    )
+
+
 @pytest.mark.parametrize("tag", ["evil.com/x:1", "localhost/x", "host.io/team/x"])
 def test_tags_naming_another_registry_are_refused(tag):
     with pytest.raises(InvalidRequest, match="registry host"):

@@ -1,6 +1,9 @@
+import ipaddress
+
 import pytest
 
-from farm.destinations import DestinationPolicy, url_host
+from farm.destinations import DestinationPolicy, FetchPolicy, url_host
+from farm.dockerfile import parse_dockerfile
 from farm.errors import InvalidRequest
 
 # Addresses are data here: the resolver is a table, nothing is looked up or reached.
@@ -15,11 +18,20 @@ TABLE = {
     "nat64.example.org": ["64:ff9b::7f00:1"],
     "sixtofour.example.org": ["2002:7f00:1::"],
     "nat64-public.example.org": ["64:ff9b::5db8:d822"],
+    "localhost": ["127.0.0.1", "::1"],
 }
 
 
+def lookup(host: str) -> list[str]:
+    """The table's answer; an address stands for itself, as getaddrinfo does."""
+    try:
+        return [str(ipaddress.ip_address(host))]
+    except ValueError:
+        return TABLE.get(host, [])
+
+
 def policy(**kwargs) -> DestinationPolicy:
-    return DestinationPolicy(resolver=lambda host: TABLE.get(host, []), **kwargs)
+    return DestinationPolicy(resolver=lookup, **kwargs)
 
 
 @pytest.mark.parametrize(
@@ -86,3 +98,70 @@ def test_an_allow_list_is_the_only_way_in_and_looks_nothing_up():
     with pytest.raises(InvalidRequest, match="only reaches the hosts"):
         listed.check_url("https://evil.example.net/a.git", field="git_url")
     assert looked_up == []
+
+
+# What a Dockerfile makes the engine fetch, judged by the same table.
+def fetch_policy() -> FetchPolicy:
+    return FetchPolicy(policy(), own_registry="127.0.0.1:5000")
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "FROM scratch\nADD http://127.0.0.1:5000/v2/_catalog /c\n",
+        "FROM scratch\nADD --chmod=644 https://intranet.example.org/x.tgz /x\n",
+        'FROM scratch\nADD ["http://metadata.example.org/latest", "/m"]\n',
+        "FROM scratch\nADD git@intranet.example.org:team/app.git /src\n",
+        "FROM scratch\nADD https://git.example.org/a http://[::1]:9/b /dst/\n",
+        "FROM 10.1.2.3:5000/team/base:1\n",
+        "FROM localhost:5001/base\n",
+        "# syntax=127.0.0.1:6000/frontend:1\nFROM scratch\n",
+        "FROM scratch\nCOPY --from=intranet.example.org/img:1 /a /a\n",
+        "FROM busybox\nRUN --mount=type=bind,from=10.1.2.3:5000/x,target=/x true\n",
+        # Variables are expanded as the engine would: from ARG defaults ...
+        "ARG REG=10.1.2.3:5000\nFROM ${REG}/base\n",
+        "FROM scratch\nARG HOST=127.0.0.1\nADD http://$HOST:5000/v2/ /c\n",
+        # ... from ENV, in both of its forms ...
+        "FROM scratch\nENV U=http://127.0.0.1:5000/v2/\nADD $U /c\n",
+        "FROM scratch\nENV U http://127.0.0.1:5000/v2/\nADD ${U} /c\n",
+        # ... and from a build arg the stage declares.
+        "FROM scratch\nARG SRC\nADD $SRC /c\n",
+    ],
+)
+def test_dockerfiles_fetching_from_internal_hosts_are_refused(text):
+    dockerfile = parse_dockerfile(text)
+    with pytest.raises(InvalidRequest, match="internal address") as refused:
+        fetch_policy().check(dockerfile, {"SRC": "http://intranet.example.org/x"})
+    assert refused.value.message.startswith("Dockerfile line ")
+    assert refused.value.field == "dockerfile"
+    assert refused.value.details["line"] >= 1
+
+
+def test_a_variable_the_dockerfile_does_not_set_is_refused_in_a_remote_source():
+    # A base image's ENV could point it anywhere; the farm cannot tell where.
+    dockerfile = parse_dockerfile("FROM busybox\nADD $FROM_BASE_IMAGE /c\n")
+    with pytest.raises(InvalidRequest, match=r"\$FROM_BASE_IMAGE"):
+        fetch_policy().check(dockerfile, {})
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "FROM busybox\nADD app.tgz /app/\nCOPY . /src\n",
+        "FROM 127.0.0.1:5000/farm-base/debian:bookworm AS build\n"
+        "FROM scratch\nCOPY --from=build /a /a\nCOPY --from=0 /b /b\n",
+        "FROM busybox\nADD https://git.example.org/release.tgz /r\n",
+        "FROM git.example.org/team/base:1\n",
+        "ARG VERSION=1\nFROM busybox\nARG VERSION\nADD app-${VERSION}.tgz /\n",
+        "FROM busybox AS deps\nFROM busybox\n"
+        "RUN --mount=type=cache,from=deps,target=/c true\n",
+        "FROM busybox\nADD <<EOF /greeting\nhello\nEOF\n",
+    ],
+)
+def test_dockerfiles_fetching_only_from_reachable_places_pass(text):
+    fetch_policy().check(parse_dockerfile(text), {})
+
+
+def test_an_operator_may_let_dockerfiles_reach_private_hosts():
+    dockerfile = parse_dockerfile("FROM 10.1.2.3:5000/b\nADD http://127.0.0.1/x /x\n")
+    FetchPolicy(policy(allow_private=True), own_registry="").check(dockerfile, {})

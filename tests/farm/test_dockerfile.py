@@ -265,3 +265,37 @@ def test_an_unknown_target_is_refused_naming_the_stages():
         check_before_build("FROM base AS build\nFROM base AS app\n", "tset")
     assert caught.value.field == "target"
     assert "build, app" in caught.value.message
+
+
+def test_fetches_are_the_images_and_remote_sources_from_outside_the_build():
+    dockerfile = parse_dockerfile(
+        "# syntax=docker/dockerfile:1\n"
+        "ARG BASE=debian:bookworm\n"
+        "FROM ${BASE} AS build\n"
+        "ADD https://example.org/a.tgz app.tgz /src/\n"
+        "FROM build AS test\n"
+        "FROM scratch\n"
+        "COPY --from=build /a /a\n"
+        "COPY --from=team/tools:1 /t /t\n"
+        "RUN --mount=type=bind,from=test,target=/x true\n"
+    )
+    assert [
+        (fetch.kind, fetch.reference, fetch.line) for fetch in dockerfile.fetches()
+    ] == [
+        ("image", "docker/dockerfile:1", 1),
+        ("image", "debian:bookworm", 3),
+        ("url", "https://example.org/a.tgz", 4),
+        ("image", "team/tools:1", 8),
+    ]
+
+
+def test_a_build_arg_changes_what_is_fetched_only_where_the_stage_declares_it():
+    dockerfile = parse_dockerfile(
+        "FROM busybox\nADD ${SITE}/a /a\nARG SITE=https://a.example\nADD ${SITE}/b /b\n"
+    )
+    fetched = dockerfile.fetches({"SITE": "https://b.example"})
+    assert [(f.reference, f.unresolved) for f in fetched] == [
+        ("busybox", None),
+        ("${SITE}/a", "SITE"),
+        ("https://b.example/b", None),
+    ]

@@ -114,6 +114,15 @@ def wait_all_ended(stack: LocalFarm, ids: list[str], *, seconds: float) -> dict:
         time.sleep(2)
 
 
+def not_succeeded(found: dict[str, dict]) -> dict[str, dict]:
+    """What became of builds that did not succeed, for the test's record."""
+    return {
+        build_id: {key: build.get(key) for key in ("state", "error", "attempts")}
+        for build_id, build in found.items()
+        if build["state"] != "succeeded"
+    }
+
+
 def record(name: str, figures: dict) -> None:
     (ARTIFACTS / f"faults-{name}.json").write_text(json.dumps(figures, indent=2))
     print(name, figures)
@@ -211,6 +220,7 @@ def test_requests_accepted_around_a_web_restart_are_all_built(restart_farm, tiny
             "requests_refused_while_down": refused,
             "succeeded": succeeded,
             "lost": len(accepted) - succeeded,
+            "not_succeeded": not_succeeded(final),
         },
     )
     assert accepted and succeeded == len(accepted)

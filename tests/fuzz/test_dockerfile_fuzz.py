@@ -14,6 +14,7 @@ import re
 from hypothesis import given
 from hypothesis import strategies as st
 
+from farm.destinations import DestinationPolicy, FetchPolicy
 from farm.dockerfile import (
     DIRECTIVES,
     KEYWORDS,
@@ -275,3 +276,26 @@ def test_step_names_and_base_images_never_fail(
         assert dockerfile.stage_at_line(line) is stage
     for stage in dockerfile.stages:
         assert isinstance(dockerfile.resolved_base(stage, build_args), str)
+
+
+@given(text=texts, build_args=st.dictionaries(junk, junk, max_size=3))
+def test_what_a_dockerfile_fetches_is_always_told_or_refused(
+    text: str, build_args: dict[str, str]
+) -> None:
+    """Listing fetches never fails, each names a line of the file, and checking
+    them against a policy that resolves nothing only ever refuses cleanly."""
+    dockerfile = check_parse(text)
+    if dockerfile is None:
+        return
+    lines = len(text.splitlines()) or 1
+    for fetch in dockerfile.fetches(build_args):
+        assert fetch.kind in ("image", "url")
+        assert 1 <= fetch.line <= lines + 1
+    nothing_resolves = DestinationPolicy(resolver=lambda host: [])
+    try:
+        FetchPolicy(nothing_resolves, own_registry="r:5000").check(
+            dockerfile, build_args
+        )
+    except InvalidRequest as exc:
+        assert exc.field == "dockerfile"
+        assert exc.message.startswith("Dockerfile line ")

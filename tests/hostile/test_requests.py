@@ -2,85 +2,29 @@
 policy: each gets a 4xx with a clear message before any git or tar process runs,
 nothing is recorded, and nothing is written outside the farm's own folders.
 
-The web app and worker run with ``git`` and ``tar`` shims first on their PATH that
-note every call, so "no process ran" is observed, not assumed.
+The farm (in ``conftest.py``) runs with ``git`` and ``tar`` shims that note every
+call, so "no process ran" is observed, not assumed.
 """
 
 from __future__ import annotations
 
 import io
 import json
-import os
-import stat
 import tarfile
 import uuid
 import zipfile
-from collections.abc import Iterator
 from pathlib import Path
 
-import docker
 import pytest
 
 from farm.ledger import BuildLedger
-from farm.local.stack import LocalFarm, Node
-from tests.conftest import (
-    ARTIFACTS,
-    farm_on_session_services,
-    running,
-)
+from farm.local.stack import LocalFarm
+from tests.conftest import ARTIFACTS
 
 pytestmark = pytest.mark.integration
 
 CANARY = f"farm-hostile-{uuid.uuid4().hex}"
 SECRET = f"hunter-{uuid.uuid4().hex[:8]}"
-
-
-@pytest.fixture(scope="module")
-def shims(tmp_path_factory) -> Path:
-    folder = tmp_path_factory.mktemp("shims")
-    calls = folder / "calls.log"
-    for tool in ("git", "tar"):
-        real = f"/usr/bin/{tool}"
-        script = folder / tool
-        script.write_text(f'#!/bin/sh\necho "{tool} $*" >> {calls}\nexec {real} "$@"\n')
-        script.chmod(script.stat().st_mode | stat.S_IEXEC)
-    calls.touch()
-    return folder
-
-
-@pytest.fixture(scope="module")
-def hostile_farm(
-    shims, redis_url, registry, postgres_url, engine_url, tmp_path_factory
-) -> Iterator[LocalFarm]:
-    """Web and worker with the default policy: no allow list, nothing internal."""
-    stack = farm_on_session_services(
-        ARTIFACTS / "hostile",
-        redis_url=redis_url,
-        registry=registry,
-        postgres_url=postgres_url,
-        nodes=(Node("hostile-a", engine_url.split("/")[-2]),),
-        env={
-            "FARM_QUEUE": "hostile",
-            "FARM_GIT_HOSTS": "",
-            "FARM_CALLBACK_HOSTS": "",
-            # Only so the control below can make git run without any network;
-            # file:// being refused by default is covered in tests/farm.
-            "FARM_ALLOW_FILE_URLS": "true",
-            "FARM_WORK_DIR": str(tmp_path_factory.mktemp("work")),
-            "PATH": f"{shims}:{os.environ['PATH']}",
-        },
-    )
-    yield from running(stack)
-
-
-@pytest.fixture(scope="module")
-def bridge_address(engine_url) -> str:
-    """A private address on this machine: the test engine's bridge."""
-    api = docker.APIClient(base_url=engine_url)
-    try:
-        return str(api.inspect_network("bridge")["IPAM"]["Config"][0]["Gateway"])
-    finally:
-        api.close()
 
 
 def count_builds(stack: LocalFarm) -> int:
@@ -145,6 +89,13 @@ def git_requests(bridge: str) -> list[tuple[str, dict, str]]:
             {"git_url": url, "tags": ["evil.example:5000/x:1"]},
             "tags",
         ),
+        (
+            "base-image-tag",
+            {"git_url": url, "tags": ["farm-base/busybox:latest"]},
+            "tags",
+        ),
+        ("stage-cache-tag", {"git_url": url, "tags": ["farm-cache/web:x"]}, "tags"),
+        ("untagged-repository-tag", {"git_url": url, "tags": ["builds:1"]}, "tags"),
         ("long-target", {"git_url": url, "target": "t" * 10_000}, "target"),
         (
             "callback-loopback",

@@ -12,9 +12,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from farm.buildspec import BASE_IMAGE_NAMESPACE
 from workers.baseimages.errors import BaseImageError
 
-DEFAULT_NAMESPACE = "farm-base"
+DEFAULT_NAMESPACE = BASE_IMAGE_NAMESPACE
 DEFAULT_SUITE = "bookworm"
 DOCKERFILE_DIR = Path(__file__).parent
 
