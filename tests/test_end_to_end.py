@@ -595,18 +595,22 @@ def test_a_group_builds_several_images_from_one_archive(farm, tiny_image, tmp_pa
         )
 
 
-def test_a_group_with_one_bad_image_records_nothing(farm, tmp_path):
+@pytest.mark.parametrize(
+    "bad, field",
+    [({"context": "../.."}, "context"), ({"context": "x", "target": "nope"}, "target")],
+)
+def test_a_group_with_one_bad_image_records_nothing(farm, tmp_path, bad, field):
     before = len(
         farm.http.get(farm.api("/builds?limit=200"), timeout=10).json()["builds"]
     )
     (tmp_path / "x").mkdir()
-    (tmp_path / "x/Dockerfile").write_text("FROM scratch\n")
-    group = {
-        "images": [{"name": "ok", "context": "x"}, {"name": "bad", "context": "../.."}]
-    }
+    (tmp_path / "x/Dockerfile").write_text("FROM scratch AS only\n")
+    group = {"images": [{"name": "ok", "context": "x"}, {"name": "bad", **bad}]}
     response = post_group(farm, tmp_path, group)
     assert response.status_code == 400
-    assert response.json()["error"]["details"]["field"] == "context"
+    error = response.json()["error"]
+    assert error["details"]["field"] == field
+    assert error["message"].startswith("Image 'bad'")
     after = len(
         farm.http.get(farm.api("/builds?limit=200"), timeout=10).json()["builds"]
     )

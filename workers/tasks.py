@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
+from typing import NoReturn
 
 import docker
-from celery import Celery, Task
+from celery import Celery
+from celery.exceptions import Reject
 from celery.signals import worker_ready, worker_shutting_down
 
 from farm.builds import describe_build
@@ -23,6 +26,7 @@ from workers.baseimages import BASE_IMAGES, pull_base_images
 from workers.baseimages.engine import image_exists
 from workers.baseimages.registry import registry_ref
 from workers.engine import EngineClient
+from workers.intake import Intake
 from workers.reaper import LostBuildReaper
 from workers.retention import CacheRetention, RetentionPolicy
 from workers.runner import BuildRunner
@@ -33,7 +37,7 @@ logger = logging.getLogger(__name__)
 WORKER_BEAT_SECONDS = 10
 DISK_MEASURE_SECONDS = 60
 ENGINE_HEALTH_TIMEOUT_SECONDS = 5
-ENGINE_RETRY_SECONDS = 15
+HAND_BACK_PAUSE_SECONDS = 1.0
 
 
 def make_runner(settings: Settings) -> BuildRunner:
@@ -57,27 +61,42 @@ def make_callback_sender(settings: Settings, ledger: BuildLedger) -> CallbackSen
     )
 
 
-def make_worker_app(settings: Settings, runner: BuildRunner) -> Celery:
-    """The Celery app with the build and smoke test tasks bound to ``runner``."""
+def worker_hostname(settings: Settings) -> str:
+    """The node's name as Celery knows it (in events, Flower and remote control)."""
+    return f"farm@{settings.worker_name}"
+
+
+def make_worker_app(settings: Settings, runner: BuildRunner) -> tuple[Celery, Intake]:
+    """The Celery app with the build and smoke test tasks bound to ``runner``, and
+    the intake that stops it taking builds while its engine is down."""
     app = make_celery(settings)
+    intake = Intake(app, worker_hostname(settings), settings.queue_names)
+
+    def hand_back(exc: EngineError) -> NoReturn:
+        """Put the task back in its queue and take no more while the engine is
+        down; the pause lets the intake close before the message is back."""
+        intake.close(exc.message)
+        time.sleep(HAND_BACK_PAUSE_SECONDS)
+        raise Reject(exc.message, requeue=True) from exc
+
     groups = GroupSmoke(runner.ledger, BuildQueue(app, runner.live.client))
     tester = SmokeTester(settings, runner.ledger, runner.engine)
     callbacks = make_callback_sender(settings, runner.ledger)
 
-    @app.task(name=RUN_BUILD_TASK, bind=True, max_retries=None)
-    def run_build(task: Task, build_id: str) -> None:
+    @app.task(name=RUN_BUILD_TASK)
+    def run_build(build_id: str) -> None:
         try:
             runner.run(build_id)
         except EngineError as exc:
-            # The build was not claimed: hand it back for this or another node.
+            # The build was not claimed: back to the queue at once, for a node
+            # whose engine answers; this one takes none until its engine does.
             logger.warning(
-                "build=%s worker=%s: engine down, retrying in %ss: %s",
+                "build=%s worker=%s: engine down, handed back: %s",
                 build_id,
                 settings.worker_name,
-                ENGINE_RETRY_SECONDS,
                 exc.message,
             )
-            raise task.retry(countdown=ENGINE_RETRY_SECONDS) from exc
+            hand_back(exc)
         try:
             groups.advance_groups_of(build_id)
             callbacks.deliver_due(build_id=build_id)
@@ -88,21 +107,24 @@ def make_worker_app(settings: Settings, runner: BuildRunner) -> Celery:
                 exc.message,
             )
 
-    @app.task(name=SMOKE_GROUP_TASK, bind=True, max_retries=None)
-    def smoke_group(task: Task, group_id: str) -> None:
+    @app.task(name=SMOKE_GROUP_TASK)
+    def smoke_group(group_id: str) -> None:
         try:
             tester.run(group_id)
         except EngineError as exc:
-            # Raised before the test was claimed: another try, here or elsewhere.
-            logger.warning("group=%s: engine down, retrying: %s", group_id, exc)
-            raise task.retry(countdown=ENGINE_RETRY_SECONDS) from exc
+            # Raised before the test was claimed: back to the queue, as a build.
+            logger.warning("group=%s: engine down, handed back: %s", group_id, exc)
+            hand_back(exc)
 
-    return app
+    return app, intake
 
 
-def start_housekeeping(settings: Settings, runner: BuildRunner, app: Celery) -> None:
-    """Once the worker consumes: beat for it, sweep for dead workers' builds and keep
-    the caches in bounds, each in a thread of its own."""
+def start_housekeeping(
+    settings: Settings, runner: BuildRunner, app: Celery, intake: Intake
+) -> None:
+    """Once the worker consumes: beat for it (taking builds only while its engine
+    answers), sweep for dead workers' builds and keep the caches in bounds, each in
+    a thread of its own."""
     queue = BuildQueue(app, runner.live.client)
     reaper = LostBuildReaper(
         runner.ledger,
@@ -148,11 +170,13 @@ def start_housekeeping(settings: Settings, runner: BuildRunner, app: Celery) -> 
 
     def beat_forever() -> None:
         while True:
+            engine = engine_health()
+            intake.follow(engine)
             runner.live.beat_worker(
                 settings.worker_name,
                 queues=settings.queue_names,
                 slots=settings.worker_concurrency,
-                engine=engine_health(),
+                engine=engine,
                 disk=dict(disk),
             )
             if stop.wait(WORKER_BEAT_SECONDS):
@@ -224,8 +248,8 @@ def run_worker(settings: Settings) -> None:
     runner.clear_workspaces()
     SmokeTester(settings, runner.ledger, runner.engine).clear_leftovers()
     fetch_missing_base_images(settings)
-    app = make_worker_app(settings, runner)
-    start_housekeeping(settings, runner, app)
+    app, intake = make_worker_app(settings, runner)
+    start_housekeeping(settings, runner, app, intake)
     logger.info(
         "worker=%s engine=%s: starting with %d slots",
         settings.worker_name,
@@ -238,7 +262,7 @@ def run_worker(settings: Settings) -> None:
             "--pool=threads",
             f"--concurrency={settings.worker_concurrency}",
             f"--queues={','.join(settings.queue_names)}",
-            f"--hostname=farm@{settings.worker_name}",
+            f"--hostname={worker_hostname(settings)}",
             f"--loglevel={settings.log_level}",
             "--without-mingle",
             "--without-gossip",

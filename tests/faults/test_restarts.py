@@ -14,18 +14,21 @@ from collections.abc import Iterator
 
 import docker
 import pytest
+import redis
 import requests
 
 from farm.local.engine import EngineLayout, LocalEngine
 from farm.local.process import free_port, port_open, wait_until
 from farm.local.redis import LocalRedis
 from farm.local.stack import LocalFarm, Node, start_farm_process
+from farm.queue import redis_lists
 from tests.conftest import (
     ARTIFACTS,
     dockerfile_archive,
     farm_on_session_services,
     running,
 )
+from tests.faults.test_worker_kills import worker_child
 
 pytestmark = pytest.mark.integration
 
@@ -271,6 +274,49 @@ def test_an_engine_restarted_mid_build_fails_it_clearly_and_the_node_goes_on(
         },
     )
     assert next_build["state"] == "succeeded"
+
+
+def test_a_node_whose_engine_is_down_holds_no_build_so_killing_it_loses_none(
+    restart_farm, own_redis, own_engine, tiny_image
+):
+    """Builds sent while the only node of their queue has no engine wait in Redis,
+    not in that node: killed there, they are built as soon as a node can."""
+    stamp = uuid.uuid4().hex[:8]
+    own_engine.stop()
+    try:
+        ids = []
+        for n in range(3):
+            answer = submit(
+                restart_farm,
+                f"FROM {tiny_image}\nRUN echo {stamp}-{n}\n",
+                queue="engine-restart",
+            )
+            ids.append(answer.json()["id"])
+        time.sleep(25)  # two beats, and time for the node to receive them
+        waiting = redis.Redis.from_url(own_redis.url)
+        in_redis = sum(waiting.llen(name) for name in redis_lists("engine-restart"))
+        waiting.close()
+        assert in_redis == len(ids), "the node without an engine held builds"
+        assert all(b["state"] == "queued" for b in states(restart_farm, ids).values())
+        child = worker_child(restart_farm, "restart-a")
+        if child is not None:
+            os.kill(child, signal.SIGKILL)
+    finally:
+        own_engine.start()
+    started = time.monotonic()
+    final = wait_all_ended(restart_farm, ids, seconds=180)
+    log = next(p for p in restart_farm.processes if p.name == "worker-restart-a")
+    record(
+        "engine-down-node-killed",
+        {
+            "builds_submitted": len(ids),
+            "messages_left_in_redis": in_redis,
+            "succeeded": sum(b["state"] == "succeeded" for b in final.values()),
+            "seconds_to_build_after_engine_back": round(time.monotonic() - started, 1),
+        },
+    )
+    assert all(b["state"] == "succeeded" for b in final.values()), final
+    assert "taking no builds while the engine is down" in log.log_path.read_text()
 
 
 def scrape(stack: LocalFarm) -> str:
