@@ -14,6 +14,7 @@ from typing import Any
 
 import requests
 from docker.utils.build import exclude_paths
+from requests.adapters import HTTPAdapter, Retry
 
 from farm.errors import FarmError
 
@@ -106,6 +107,25 @@ def _dockerignore(context_dir: Path) -> list[str]:
     return [line for line in lines if line and not line.startswith("#")]
 
 
+def api_session() -> requests.Session:
+    """An HTTP session for the farm's API that sends a read again when the
+    connection was closed under it: a web server drops idle kept-alive connections,
+    and a request sent just then meets a reset. Only reads are sent again."""
+    session = requests.Session()
+    retry = Retry(
+        total=3,
+        connect=3,
+        read=3,
+        status=0,
+        allowed_methods=frozenset({"GET", "HEAD"}),
+        backoff_factor=0.1,
+        raise_on_status=False,
+    )
+    for prefix in ("http://", "https://"):
+        session.mount(prefix, HTTPAdapter(max_retries=retry))
+    return session
+
+
 class FarmClient:
     """Submit builds and follow them through ``/api/v1``."""
 
@@ -118,7 +138,7 @@ class FarmClient:
     ) -> None:
         self.server_url = server_url.rstrip("/")
         self.timeout_seconds = timeout_seconds
-        self.session = requests.Session()
+        self.session = api_session()
         if token:
             self.session.headers["Authorization"] = f"Bearer {token}"
 

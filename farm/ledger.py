@@ -501,6 +501,17 @@ class BuildLedger:
         with self._session() as session:
             return list(session.scalars(query.limit(limit).offset(offset)))
 
+    def queued_before(self, moment: datetime, *, limit: int) -> list[Build]:
+        """Builds still queued that were recorded before ``moment``, oldest first."""
+        query = (
+            select(Build)
+            .where(Build.state == BuildState.QUEUED, Build.created_at < moment)
+            .order_by(Build.created_at, Build.id)
+            .limit(limit)
+        )
+        with self._session() as session:
+            return list(session.scalars(query))
+
     def claim(self, build_id: str, *, worker: str) -> Build | None:
         """Move a queued build to running for ``worker``; None if it is not queued."""
         now = utcnow()

@@ -115,13 +115,14 @@ class LiveState:
         slots: int,
         engine: str = "ok",
         disk: dict[str, int] | None = None,
+        holding: Sequence[str] = (),
     ) -> None:
         """Say that worker ``name`` is up, which queues it serves, how many builds
-        it runs at once, how its engine answered ("ok" or what went wrong) and,
-        when known, its engine's disk: ``free_bytes``, ``size_bytes`` and
-        ``build_cache_bytes``."""
+        it runs at once, how its engine answered ("ok" or what went wrong), which
+        builds' messages it holds (received, not yet ended) and, when known, its
+        engine's disk: ``free_bytes``, ``size_bytes`` and ``build_cache_bytes``."""
         info = {"queues": queues, "slots": slots, "engine": engine}
-        info |= {"disk": disk or {}, "beat_at": time.time()}
+        info |= {"disk": disk or {}, "holding": list(holding), "beat_at": time.time()}
         try:
             self.client.hset(NODES_KEY, name, json.dumps(info))
         except redis.RedisError:

@@ -103,17 +103,24 @@ class BuildQueue:
         """The ids of the builds whose messages a worker takes before this one's;
         None if its message is not there."""
         ahead: list[str] = []
+        for waiting in self.waiting(queue):
+            if waiting == build_id:
+                return ahead
+            ahead.append(waiting)
+        return None
+
+    def waiting(self, queue: str) -> list[str]:
+        """The ids in the messages waiting in ``queue``'s Redis lists, in the order
+        workers take them (a smoke test's is its group's id)."""
+        found = []
         try:
             for key in redis_lists(queue):
                 # Publishers push on the left and workers pop on the right.
                 for message in self.redis.lrange(key, 0, -1)[::-1]:
-                    args = _task_args(message)
-                    if build_id in args:
-                        return ahead
-                    ahead.append(args.strip("[]()'\", "))
+                    found.append(_task_args(message).strip("[]()'\", "))
         except redis.RedisError as exc:
             raise StoreUnavailable("Redis could not be reached.") from exc
-        return None
+        return found
 
 
 def redis_lists(queue: str) -> list[str]:

@@ -11,6 +11,7 @@ import docker
 from celery import Celery
 from celery.exceptions import Reject
 from celery.signals import worker_ready, worker_shutting_down
+from celery.worker import state as worker_state
 
 from farm.builds import describe_build
 from farm.callbacks import CallbackSender
@@ -178,6 +179,7 @@ def start_housekeeping(
                 slots=settings.worker_concurrency,
                 engine=engine,
                 disk=dict(disk),
+                holding=held_builds(),
             )
             if stop.wait(WORKER_BEAT_SECONDS):
                 return
@@ -212,6 +214,17 @@ def start_housekeeping(
 
     worker_ready.connect(start, weak=False)
     worker_shutting_down.connect(leave, weak=False)
+
+
+def held_builds() -> list[str]:
+    """The builds whose messages this worker has received and not yet finished:
+    waiting for a slot, or running."""
+    requests = list(worker_state.requests.values())
+    return sorted(
+        str(request.args[0])
+        for request in requests
+        if request.task_name == RUN_BUILD_TASK and request.args
+    )
 
 
 def fetch_missing_base_images(settings: Settings) -> None:

@@ -15,6 +15,7 @@ from pathlib import Path
 import redis
 import requests
 
+from farm.client import api_session
 from farm.ledger import BuildLedger
 from farm.livestate import LiveState
 from farm.local.engine import EngineLayout, LocalEngine
@@ -153,7 +154,7 @@ class LocalFarm:
         """An HTTP session (kept for reuse) that calls this farm with its admin
         token."""
         if self._session is None:
-            self._session = requests.Session()
+            self._session = api_session()
         self._session.headers["Authorization"] = f"Bearer {self.token}"
         return self._session
 

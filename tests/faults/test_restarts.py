@@ -17,6 +17,7 @@ import pytest
 import redis
 import requests
 
+from farm.livestate import LiveState
 from farm.local.engine import EngineLayout, LocalEngine
 from farm.local.process import free_port, port_open, wait_until
 from farm.local.redis import LocalRedis
@@ -317,6 +318,65 @@ def test_a_node_whose_engine_is_down_holds_no_build_so_killing_it_loses_none(
     )
     assert all(b["state"] == "succeeded" for b in final.values()), final
     assert "taking no builds while the engine is down" in log.log_path.read_text()
+
+
+def test_a_queued_build_whose_message_redis_lost_is_sent_again(
+    restart_farm, own_redis, own_engine, tiny_image
+):
+    """Redis killed outright can lose its last writes: a build recorded as queued
+    whose message is nowhere is sent again by the sweep, and built."""
+    client = redis.Redis.from_url(own_redis.url)
+    live = LiveState(client)
+    own_engine.stop()  # the queue's only node takes nothing: the message stays put
+    try:
+        wait_until(
+            lambda: live.nodes()["restart-a"]["engine"] != "ok",
+            timeout_seconds=60,
+            what="the node to see its engine down",
+            log_path=restart_farm.state_dir / "logs" / "worker-restart-a.log",
+        )
+        answer = submit(
+            restart_farm,
+            f"FROM {tiny_image}\nRUN echo lost-{uuid.uuid4().hex}\n",
+            queue="engine-restart",
+        )
+        build_id = answer.json()["id"]
+
+        def remove_message() -> bool:
+            # A fetch the node sent before it stopped consuming may take the
+            # message and put it back: remove it once it is there.
+            removed = 0
+            for name in redis_lists("engine-restart"):
+                for message in client.lrange(name, 0, -1):
+                    if build_id.encode() in message:
+                        removed += client.lrem(name, 0, message)
+            return removed == 1
+
+        wait_until(
+            remove_message,
+            timeout_seconds=30,
+            what="the build's message in Redis",
+            log_path=restart_farm.state_dir / "logs" / "worker-restart-a.log",
+        )
+        time.sleep(5)
+        assert not any(
+            build_id.encode() in message
+            for name in redis_lists("engine-restart")
+            for message in client.lrange(name, 0, -1)
+        )
+    finally:
+        own_engine.start()
+    (build,) = wait_all_ended(restart_farm, [build_id], seconds=300).values()
+    log = restart_farm.api_session().get(
+        f"{restart_farm.web_url}/api/v1/builds/{build_id}/log", timeout=10
+    )
+    client.close()
+    record(
+        "message-lost",
+        {"state": build["state"], "wait_seconds": build["wait_seconds"]},
+    )
+    assert build["state"] == "succeeded", build["error"]
+    assert any("queued again" in line for line in log.json()["lines"])
 
 
 def scrape(stack: LocalFarm) -> str:

@@ -6,6 +6,7 @@ from farm.buildspec import GitSource, parse_spec
 from farm.errors import AttemptLost
 from farm.ledger import BuildLedger
 from farm.models import BuildState
+from workers import reaper as reaper_module
 from workers.reaper import LostBuildReaper
 
 SOURCE = GitSource(url="https://git.example.org/app.git", ref="main")
@@ -15,6 +16,8 @@ class FakeLive:
     def __init__(self) -> None:
         self.beating: set[str] = set()
         self.lines: list[str] = []
+        self.nodes_seen: dict[str, dict] = {}
+        self.locks: set[str] = set()
 
     cancelled: set[str] = set()
 
@@ -30,20 +33,35 @@ class FakeLive:
     def append_log(self, build_id: str, lines: list[str]) -> None:
         self.lines += lines
 
+    def nodes(self) -> dict:
+        return self.nodes_seen
+
+    def hold_lock(self, name: str, *, seconds: int) -> bool:
+        if name in self.locks:
+            return False
+        self.locks.add(name)
+        return True
+
 
 class FakeQueue:
     def __init__(self) -> None:
         self.sent: list[str] = []
+        self.in_lists: list[str] = []
 
     def enqueue(self, build_id: str, *, queue: str, priority: str = "normal") -> None:
         self.sent.append(build_id)
 
+    def waiting(self, queue: str) -> list[str]:
+        return self.in_lists
 
-def setup(tmp_path):
+
+def setup(tmp_path, clock=None):
     ledger = BuildLedger.from_url(f"sqlite:///{tmp_path}/farm.db")
     ledger.create_tables()
     live, queue = FakeLive(), FakeQueue()
-    return ledger, live, queue, LostBuildReaper(ledger, live, queue, max_attempts=2)
+    timing = {"clock": clock} if clock else {}
+    reaper = LostBuildReaper(ledger, live, queue, max_attempts=2, **timing)
+    return ledger, live, queue, reaper
 
 
 def running_build(ledger):
@@ -98,3 +116,85 @@ def test_a_lost_build_that_was_cancelled_ends_cancelled(tmp_path):
     reaper.sweep(), reaper.sweep()
     assert ledger.get(build_id).state == BuildState.CANCELLED
     assert queue.sent == []
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock(monkeypatch) -> Clock:
+    """Builds count as queued long enough at once; the reaper's time is ours."""
+    clock = Clock()
+    monkeypatch.setattr(reaper_module, "QUEUED_GRACE_SECONDS", -1)
+    return clock
+
+
+def queued_build(ledger) -> str:
+    return ledger.create(parse_spec({}, SOURCE), queue="builds").id
+
+
+def test_a_queued_build_whose_message_waits_in_redis_is_left_alone(tmp_path, clock):
+    ledger, live, queue, reaper = setup(tmp_path, clock)
+    build_id = queued_build(ledger)
+    queue.in_lists = [build_id]
+    for _ in range(3):
+        assert reaper.sweep_queued() == []
+        clock.now += 60
+    assert queue.sent == []
+
+
+def test_a_queued_build_a_live_node_holds_is_left_alone(tmp_path, clock):
+    ledger, live, queue, reaper = setup(tmp_path, clock)
+    build_id = queued_build(ledger)
+    live.nodes_seen = {"a": {"up": True, "holding": [build_id]}}
+    for _ in range(3):
+        assert reaper.sweep_queued() == []
+        clock.now += 60
+    assert queue.sent == []
+
+
+def test_a_message_missing_long_enough_is_sent_again_once(tmp_path, clock):
+    ledger, live, queue, reaper = setup(tmp_path, clock)
+    build_id = queued_build(ledger)
+    # Held only by a node that stopped beating: as good as lost.
+    live.nodes_seen = {"dead": {"up": False, "holding": [build_id]}}
+    assert reaper.sweep_queued() == []
+    clock.now += reaper_module.MESSAGE_MISSING_SECONDS - 1
+    assert reaper.sweep_queued() == []  # a live node may just have received it
+    clock.now += 2
+    assert reaper.sweep_queued() == [build_id]
+    assert queue.sent == [build_id]
+    assert "queued again" in live.lines[-1]
+    # Another node's reaper, seeing the same, leaves it to the first.
+    other = LostBuildReaper(ledger, live, queue, clock=clock)
+    other.sweep_queued()
+    clock.now += 60
+    assert other.sweep_queued() == [] and queue.sent == [build_id]
+
+
+def test_a_message_that_turns_up_again_is_not_sent(tmp_path, clock):
+    ledger, live, queue, reaper = setup(tmp_path, clock)
+    build_id = queued_build(ledger)
+    assert reaper.sweep_queued() == []
+    queue.in_lists = [build_id]
+    clock.now += 60
+    assert reaper.sweep_queued() == []
+    queue.in_lists = []
+    clock.now += 1
+    assert reaper.sweep_queued() == []  # missing again, but only just
+    assert queue.sent == []
+
+
+def test_a_build_that_started_is_no_longer_swept_as_queued(tmp_path, clock):
+    ledger, live, queue, reaper = setup(tmp_path, clock)
+    build_id = queued_build(ledger)
+    reaper.sweep_queued()
+    ledger.claim(build_id, worker="a")
+    live.beating.add(build_id)
+    clock.now += 60
+    assert reaper.sweep_queued() == [] and queue.sent == []
