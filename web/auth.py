@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 from typing import Any
+from urllib.parse import urlsplit
 
 from flask import (
     Blueprint,
@@ -142,9 +143,16 @@ def session_token() -> ApiToken | None:
 
 
 def safe_next(target: str | None) -> str:
-    """Where to go after signing in: only a path on this site."""
-    on_site = target and target.startswith("/") and not target.startswith("//")
-    if on_site and target and "\\" not in target:
+    """Where to go after signing in: only a path on this site. Browsers drop tabs
+    and line breaks from a location and read a backslash as a slash, so
+    ``/%09/host`` would leave the site: any such character sends the user home."""
+    if (
+        target
+        and target.startswith("/")
+        and not target.startswith("//")
+        and not any(ch.isspace() or ord(ch) < 0x20 or ch in "\\\x7f" for ch in target)
+        and not urlsplit(target).netloc
+    ):
         return target
     return url_for("pages.list_builds")
 
