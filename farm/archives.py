@@ -164,10 +164,24 @@ def _check_member(
             )
     try:
         # The 'data' filter refuses '..', links that leave the folder and device
-        # files (Python docs, "Extraction filters").
-        tarfile.data_filter(member, "/nonexistent/farm-archive-root")
+        # files (Python docs, "Extraction filters"); the folder is only a name.
+        tarfile.data_filter(member, "/archive-root")
     except tarfile.FilterError as exc:
-        raise SourceError(f"The archive entry {name!r} is refused: {exc}") from exc
+        reason = next(
+            (text for kind, text in _FILTER_REASONS if isinstance(exc, kind)),
+            "it cannot be unpacked safely",
+        )
+        raise SourceError(f"The archive entry {name!r} is refused: {reason}.") from exc
+
+
+# What the 'data' filter's refusals mean, said without the filter's own wording.
+_FILTER_REASONS: tuple[tuple[type[tarfile.FilterError], str], ...] = (
+    (tarfile.AbsolutePathError, "its path is absolute"),
+    (tarfile.OutsideDestinationError, "it would land outside the archive's folder"),
+    (tarfile.SpecialFileError, "it is a device, pipe or other special file"),
+    (tarfile.AbsoluteLinkError, "it links to an absolute path"),
+    (tarfile.LinkOutsideDestinationError, "it links outside the archive's folder"),
+)
 
 
 def unpack_archive(

@@ -291,7 +291,11 @@ def clean_variables(value: Any, *, field: str, noun: str) -> dict[str, str]:
     cleaned: dict[str, str] = {}
     for name, arg in value.items():
         if not isinstance(name, str) or not _ARG_NAME.match(name):
-            raise InvalidRequest(f"{noun} name {name!r} is not valid.", field=field)
+            raise InvalidRequest(
+                f"{noun} name {_shown(name)} is not valid: use letters, digits and "
+                "'_', not starting with a digit, at most 128 characters.",
+                field=field,
+            )
         if isinstance(arg, bool) or not isinstance(arg, str | int | float):
             raise InvalidRequest(f"{noun} {name} must be a string.", field=field)
         if len(str(arg)) > MAX_VALUE_CHARS:
@@ -303,9 +307,17 @@ def clean_variables(value: Any, *, field: str, noun: str) -> dict[str, str]:
     return cleaned
 
 
+def _shown(value: Any, limit: int = 60) -> str:
+    """A value as an error message quotes it: at most ``limit`` characters."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[: limit - 1]}…"
+
+
 def _split_assignment(item: Any, *, field: str, noun: str) -> tuple[str, str]:
     if not isinstance(item, str) or "=" not in item:
-        raise InvalidRequest(f"{noun} {item!r} must look like NAME=value.", field=field)
+        raise InvalidRequest(
+            f"{noun} {_shown(item)} must look like NAME=value.", field=field
+        )
     name, _, arg = item.partition("=")
     return name.strip(), arg
 

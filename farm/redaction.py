@@ -1,11 +1,12 @@
 """Build args that hold secrets: which they are, and masking their values.
 
 A build arg is taken for a secret when its name says so (``NPM_TOKEN``,
-``DB_PASSWORD``, ``AWS_SECRET_ACCESS_KEY``, ...) or an operator lists it in
-``FARM_SECRET_ARGS``. Its value is masked wherever the farm shows it: API answers,
-pages, callbacks, logs and error messages. The build record keeps the value, since a
-retry builds with it again; build args also stay in the image's own history, so a
-warning says to pass secrets another way.
+``DB_PASSWORD``, ``AWS_SECRET_ACCESS_KEY``, ``SSH_KEY``, ...), its value is a URL
+with a password in it, or an operator lists it in ``FARM_SECRET_ARGS``. Its value
+is masked wherever the farm shows it: API answers, pages, callbacks, logs and error
+messages. The build record keeps the value, since a retry builds with it again;
+build args also stay in the image's own history, so a warning says to pass secrets
+another way.
 """
 
 from __future__ import annotations
@@ -17,19 +18,26 @@ MASK = "***"
 # Values shorter than this are not masked: masking "1" would garble every log.
 MIN_MASKED_CHARS = 4
 SECRET_NAME = re.compile(
-    r"(PASS(WORD|WD)?|SECRET|TOKEN|API_?KEY|PRIVATE_?KEY|ACCESS_?KEY|CREDENTIAL"
-    r"|AUTH)",
+    r"(PASS(WORD|WD)?|SECRET|TOKEN|API_?KEY|PRIVATE|ACCESS_?KEY|CREDENTIAL|AUTH"
+    r"|(^|_)KEYS?($|_)|(^|_)DSN($|_)|CONNECTION_?STRING)",
     re.IGNORECASE,
 )
+# A URL carrying a password (postgres://app:pw@db/app) is a secret whatever its name.
+URL_WITH_PASSWORD = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://[^/@\s:]*:[^/@\s]+@")
 
 
 def secret_arg_names(
     build_args: Mapping[str, str], listed: Iterable[str] = ()
 ) -> list[str]:
-    """The build args, by name, whose values are secret."""
+    """The build args, by name, whose values are secret: by their name, by an
+    operator's list, or because the value is a URL with a password."""
     extra = {name.strip().upper() for name in listed if name.strip()}
     return sorted(
-        name for name in build_args if SECRET_NAME.search(name) or name.upper() in extra
+        name
+        for name, value in build_args.items()
+        if SECRET_NAME.search(name)
+        or name.upper() in extra
+        or URL_WITH_PASSWORD.match(value or "")
     )
 
 

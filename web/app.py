@@ -23,7 +23,7 @@ from farm.idempotency import IdempotencyKeys
 from farm.metrics import FarmCollector, make_registry
 from farm.tokens import TokenService
 from web import api, badges, hooks, pages
-from web.auth import init_auth
+from web.auth import MAY_BE_PUBLIC, init_auth
 
 logger = logging.getLogger(__name__)
 
@@ -107,7 +107,12 @@ def check_health() -> Any:
 
 
 def wants_json() -> bool:
-    machine = request.path.startswith(("/api/", "/hooks/"))
+    """Whether an error goes back as JSON: to API and hook callers, to the routes
+    machines read (metrics, health, badges, the OpenAPI document), and to whoever
+    asks for JSON; people get a page."""
+    machine = request.path.startswith(("/api/", "/hooks/")) or (
+        request.endpoint in MAY_BE_PUBLIC.values()
+    )
     return machine or request.accept_mimetypes.best == ("application/json")
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from flask_wtf import FlaskForm
 from flask_wtf.file import FileField
 from wtforms import (
@@ -13,7 +15,9 @@ from wtforms import (
 )
 from wtforms.validators import DataRequired
 
+from farm.buildspec import redact_url
 from farm.errors import InvalidRequest
+from farm.redaction import secret_arg_names
 
 
 class SubmitBuildForm(FlaskForm):
@@ -40,6 +44,29 @@ class SubmitBuildForm(FlaskForm):
         choices=[("normal", "Normal"), ("urgent", "Urgent: ahead of normal builds")],
         default="normal",
     )
+
+    def forget_secrets(self, listed: Iterable[str] = ()) -> None:
+        """Before showing the form again: clear the values of secret build args
+        and the credentials in the repository URL, so a refused form never
+        carries a secret back to the browser."""
+        lines = (self.build_args.data or "").splitlines()
+        pairs = [line.partition("=") for line in lines]
+        secret = set(
+            secret_arg_names({n.strip(): v for n, sep, v in pairs if sep}, listed)
+        )
+        cleared = [
+            f"{name.strip()}=" if sep and name.strip() in secret else line
+            for line, (name, sep, _) in zip(lines, pairs, strict=True)
+        ]
+        url = self.git_url.data or ""
+        stripped = redact_url(url).replace("***@", "") if "@" in url else url
+        if cleared != lines or stripped != url:
+            self.build_args.data = "\n".join(cleared)
+            self.git_url.data = stripped
+            self.form_errors.append(
+                "Secret values and the repository URL's credentials were cleared; "
+                "enter them again."
+            )
 
     def show_error(self, error: InvalidRequest) -> None:
         """Put a validation error beside its field, or at the top of the form."""

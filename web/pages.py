@@ -45,7 +45,9 @@ def list_builds() -> Any:
     project = request.args.get("project", "").strip()
     ref = request.args.get("ref", "").strip()
     page_arg = request.args.get("page", "1")
-    page = int(page_arg) if page_arg.isdigit() and int(page_arg) > 0 else 1
+    # Past the millionth page there is nothing to show, and SQL offsets overflow.
+    page = int(page_arg) if page_arg.isdigit() and len(page_arg) <= 6 else 1
+    page = max(page, 1)
     builds = service().ledger.recent(
         states=states,
         project=project or None,
@@ -70,12 +72,15 @@ def submit_build() -> Any:
     form = SubmitBuildForm()
     form.queue.choices = [(name, name) for name in service().queues]
     if not form.validate_on_submit():
-        status = 400 if request.method == "POST" else 200
-        return render_template("submit.html", form=form), status
+        if request.method == "GET":
+            return render_template("submit.html", form=form)
+        form.forget_secrets(service().secret_args)
+        return render_template("submit.html", form=form), 400
     try:
         submission = submit_form(form)
     except InvalidRequest as exc:
         form.show_error(exc)
+        form.forget_secrets(service().secret_args)
         return render_template("submit.html", form=form), 400
     build_id = submission.build.id
     return redirect(url_for("pages.show_build", build_id=build_id), code=303)

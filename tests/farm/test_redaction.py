@@ -32,3 +32,21 @@ def test_secret_values_are_masked_longest_first_and_short_ones_left():
         "TOKEN": MASK,
         "COLOR": "red",
     }
+
+
+def test_keys_and_urls_with_passwords_are_secret_too():
+    args = {
+        "SSH_KEY": "-----BEGIN OPENSSH PRIVATE KEY-----",
+        "DEPLOY_KEYS": "k1,k2",
+        "SENTRY_DSN": "https://abc@sentry.example/1",
+        "DATABASE_URL": "postgres://app:s3cret@db.example/app",
+        "REDIS_URL": "redis://cache.example:6379/0",  # no password in it
+        "MONKEY": "banana",  # KEY inside a word says nothing
+        "KEYBOARD_LAYOUT": "us",
+    }
+    assert secret_arg_names(args) == [
+        "DATABASE_URL",
+        "DEPLOY_KEYS",
+        "SENTRY_DSN",
+        "SSH_KEY",
+    ]

@@ -91,7 +91,10 @@ def test_the_open_routes_can_be_closed(tmp_path):
         database_url=f"sqlite:///{tmp_path}/farm.db", secret_key="x", public="healthz"
     )
     client = create_app(settings).test_client()
-    assert client.get("/metrics").status_code == 401
+    closed = client.get("/metrics")
+    assert closed.status_code == 401
+    # Prometheus and scripts read the refusal, so it is JSON, not a page.
+    assert closed.json["error"]["code"] == "unauthorized"
     assert client.get("/api/v1/openapi.json").status_code == 401
     assert client.get("/healthz").status_code != 401
 
