@@ -69,12 +69,22 @@ class GitCheckout:
                 f"git {args[0]} took longer than {self.timeout_seconds:.0f}s."
             ) from exc
         if done.returncode != 0:
-            lines = _CREDENTIALS.sub("//***@", done.stderr).strip().splitlines()
             raise SourceError(
-                f"git {args[0]} failed: {lines[-1] if lines else ''}",
+                f"git {args[0]} failed: {git_reason(done.stderr)}",
                 returncode=done.returncode,
             )
         return done.stdout.strip()
+
+
+def git_reason(stderr: str, *, limit: int = 600) -> str:
+    """What git said went wrong: its ``fatal:``/``error:`` lines (the advice it
+    adds after them reads as if it were the cause), else its last lines; with
+    credentials masked."""
+    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
+    said = [line for line in lines if line.startswith(("fatal:", "error:"))]
+    reason = " ".join(said or lines[-3:])
+    reason = _CREDENTIALS.sub("//***@", reason)
+    return reason if len(reason) <= limit else f"{reason[: limit - 1]}…"
 
 
 def resolve_ref(
