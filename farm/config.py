@@ -37,6 +37,10 @@ class Settings:
     build_timeout_seconds: int = 3600
     # A build whose log grows past this is stopped (workers.runner.BuildLog).
     max_log_bytes: int = 16 * 1024**2
+    # A built image larger than this is not pushed (workers.runner).
+    max_image_bytes: int = 20 * 1024**3
+    # Running builds are stopped when the engine's disk has less free than this.
+    min_free_disk_bytes: int = 2 * 1024**3
     reap_interval_seconds: int = 30
     stage_cache: bool = True
     engine_cache_keep_bytes: int = 20 * 1024**3

@@ -126,6 +126,20 @@ class BuildLogTooLarge(FarmError):
     status = 422
 
 
+class ImageTooLarge(FarmError):
+    """A build made an image larger than the farm pushes."""
+
+    code = "image_too_large"
+    status = 422
+
+
+class DiskFull(FarmError):
+    """The engine's disk ran low while the build ran, and the build was stopped."""
+
+    code = "disk_full"
+    status = 507
+
+
 class BuildCancelled(FarmError):
     """A build was stopped on request before it finished; nothing was produced."""
 
@@ -176,6 +190,7 @@ FAILURE_KINDS = {
     PayloadTooLarge.code: "source",
     BuildTimedOut.code: "timeout",
     BuildLogTooLarge.code: "dockerfile",
+    ImageTooLarge.code: "dockerfile",
     "cancelled": "cancelled",
 }
 

@@ -247,15 +247,24 @@ class EngineClient:
         with _translated(f"tag {image} as {reference}"):
             self._api.tag(image, repository, tag=tag or "latest", force=True)
 
+    def data_dir(self, configured: str = "") -> str:
+        """The engine's data folder (``configured``, else the one the engine
+        names) if it is on this machine, else ""."""
+        folder = configured
+        if not folder:
+            with _translated("read the engine's data folder"):
+                folder = str(self._api.info().get("DockerRootDir") or "")
+        return folder if folder and os.path.isdir(folder) else ""
+
     def disk_usage(self, data_dir: str = "") -> dict[str, int]:
         """The engine's build cache size and, if its data folder (``data_dir``, else
         the one the engine names) is on this machine, the free and total bytes of
         the filesystem holding it."""
+        folder = self.data_dir(data_dir)
         with _translated("read the engine's disk usage"):
-            folder = data_dir or str(self._api.info().get("DockerRootDir") or "")
             records = self._api.df().get("BuildCache") or []
         figures = {"build_cache_bytes": sum(int(r.get("Size") or 0) for r in records)}
-        if folder and os.path.isdir(folder):
+        if folder:
             disk = os.statvfs(folder)
             figures["free_bytes"] = disk.f_bavail * disk.f_frsize
             figures["size_bytes"] = disk.f_blocks * disk.f_frsize

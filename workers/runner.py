@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import tempfile
 import threading
@@ -23,7 +24,9 @@ from farm.errors import (
     BuildFailed,
     BuildLogTooLarge,
     BuildTimedOut,
+    DiskFull,
     FarmError,
+    ImageTooLarge,
     InvalidRequest,
     PushFailed,
     SourceError,
@@ -48,6 +51,7 @@ logger = logging.getLogger(__name__)
 STEPS_SAVE_INTERVAL_SECONDS = 2.0
 CANCEL_POLL_SECONDS = 1.0
 HEARTBEAT_INTERVAL_SECONDS = 5.0
+DISK_CHECK_SECONDS = 5.0
 PUSH_LOCK_SECONDS = 1800
 # Pauses before pushing again. Two nodes pushing the same layer at once can make
 # the registry refuse one of them ("blob unknown", "digest invalid"); a push is
@@ -133,6 +137,7 @@ class BuildRunner:
             setting="FARM_GIT_HOSTS",
         )
         self.fetches = FetchPolicy.from_settings(settings)
+        self._data_dir: str | None = None
 
     @property
     def workspace_root(self) -> Path:
@@ -155,7 +160,8 @@ class BuildRunner:
             return
         self.live.beat(build_id, worker=worker)
         cancel = threading.Event()
-        timed_out = threading.Event()
+        # Why the farm stopped the build's work, when a limit did (not a person).
+        stopped: list[FarmError] = []
         log = BuildLog(
             build_id,
             self.live,
@@ -166,7 +172,7 @@ class BuildRunner:
         log.write([f"Attempt {build.attempts} on worker {worker}"])
         watcher = threading.Thread(
             target=self._watch,
-            args=(build_id, cancel, timed_out),
+            args=(build_id, cancel, stopped),
             daemon=True,
             name=f"watch-{build_id}",
         )
@@ -176,7 +182,7 @@ class BuildRunner:
             tempfile.mkdtemp(prefix=f"build-{build_id}-", dir=self.workspace_root)
         )
         try:
-            self._run_claimed(build, log, cancel, timed_out, workspace)
+            self._run_claimed(build, log, cancel, stopped, workspace)
         except AttemptLost as exc:
             logger.warning("build=%s: result dropped: %s", build_id, exc.message)
         finally:
@@ -187,30 +193,68 @@ class BuildRunner:
             self.live.expire_log(build_id)
 
     def _watch(
-        self, build_id: str, cancel: threading.Event, timed_out: threading.Event
+        self, build_id: str, cancel: threading.Event, stopped: list[FarmError]
     ) -> None:
-        """Beat for the build, and stop it (set ``cancel``) on a cancel request or
-        once it has run for the farm's time limit (setting ``timed_out`` too)."""
-        beat_at = time.monotonic()
+        """Beat for the build, and stop it (set ``cancel``) on a cancel request, or
+        with the reason in ``stopped`` once it has run for the farm's time limit or
+        the engine's disk runs low."""
+        beat_at = disk_at = time.monotonic()
         deadline = beat_at + self.settings.build_timeout_seconds
+        data_dir = self._engine_data_dir()
         while not cancel.wait(CANCEL_POLL_SECONDS):
-            if time.monotonic() - beat_at >= HEARTBEAT_INTERVAL_SECONDS:
+            now = time.monotonic()
+            if now - beat_at >= HEARTBEAT_INTERVAL_SECONDS:
                 self.live.beat(build_id, worker=self.settings.worker_name)
-                beat_at = time.monotonic()
-            if time.monotonic() >= deadline:
+                beat_at = now
+            low = None
+            if data_dir and now - disk_at >= DISK_CHECK_SECONDS:
+                disk_at = now
+                low = self._disk_too_low(data_dir)
+            if now >= deadline:
                 logger.info("build=%s: stopping at the time limit", build_id)
-                timed_out.set()
+                limit = self.settings.build_timeout_seconds
+                stopped.append(
+                    BuildTimedOut(
+                        f"The build ran longer than the farm's limit of {limit}s "
+                        "and was stopped."
+                    )
+                )
+                cancel.set()
+            elif low is not None:
+                logger.warning("build=%s: stopping: %s", build_id, low.message)
+                stopped.append(low)
                 cancel.set()
             elif self.live.cancel_requested(build_id):
                 logger.info("build=%s: cancelling on request", build_id)
                 cancel.set()
+
+    def _engine_data_dir(self) -> str:
+        """The engine's data folder if this worker can see it, else ""."""
+        if self._data_dir is None:
+            try:
+                self._data_dir = self.engine.data_dir(self.settings.engine_data_dir)
+            except FarmError:
+                return ""
+        return self._data_dir
+
+    def _disk_too_low(self, data_dir: str) -> DiskFull | None:
+        """DiskFull if the engine's disk has less free than the farm's floor."""
+        disk = os.statvfs(data_dir)
+        free = disk.f_bavail * disk.f_frsize
+        floor = self.settings.min_free_disk_bytes
+        if free >= floor:
+            return None
+        return DiskFull(
+            f"The engine's disk had {free} bytes free, under the farm's floor of "
+            f"{floor} (FARM_MIN_FREE_DISK_BYTES); the build was stopped."
+        )
 
     def _run_claimed(
         self,
         build: Build,
         log: BuildLog,
         cancel: threading.Event,
-        timed_out: threading.Event,
+        stopped: list[FarmError],
         workspace: Path,
     ) -> None:
         progress: BuildProgress | None = None
@@ -276,17 +320,8 @@ class BuildRunner:
                     ),
                 )
                 return
-            if timed_out.is_set():
-                limit = self.settings.build_timeout_seconds
-                self._fail_with(
-                    build,
-                    log,
-                    progress,
-                    BuildTimedOut(
-                        f"The build ran longer than the farm's limit of {limit}s "
-                        "and was stopped."
-                    ),
-                )
+            if stopped:
+                self._fail_with(build, log, progress, stopped[0])
                 return
             self._fail(
                 build,
@@ -463,6 +498,13 @@ class BuildRunner:
     def _push(
         self, build: Build, image_id: str, references: list[str], log: BuildLog
     ) -> dict[str, Any]:
+        size = self.engine.image_size(image_id)
+        if size > self.settings.max_image_bytes:
+            raise ImageTooLarge(
+                f"The image is {size} bytes, over the farm's limit of "
+                f"{self.settings.max_image_bytes} (FARM_MAX_IMAGE_BYTES); it was not "
+                "pushed."
+            )
         digest = ""
         push_started = time.monotonic()
         for reference in references:
@@ -483,7 +525,6 @@ class BuildRunner:
                 [f"Pushed {reference}@{digest} in {time.monotonic() - started:.1f}s"]
             )
         push_seconds = time.monotonic() - push_started
-        size = self.engine.image_size(image_id)
         self.engine.remove_image(local_name(build.id))
         return {
             "image_references": references,

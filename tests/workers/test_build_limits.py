@@ -1,14 +1,18 @@
 """Per-build limits on a real farm: a build that runs past FARM_BUILD_TIMEOUT_SECONDS
 is stopped and recorded as timed out while it keeps printing (so it is the limit, not
-silence, that ends it); one whose log passes FARM_MAX_LOG_BYTES is stopped too."""
+silence, that ends it); one whose log passes FARM_MAX_LOG_BYTES is stopped too. On
+disk: an image over FARM_MAX_IMAGE_BYTES is not pushed, and a build that fills the
+engine's disk past FARM_MIN_FREE_DISK_BYTES is stopped while it writes."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import time
 import uuid
 from collections.abc import Iterator
 
+import docker
 import pytest
 import requests
 
@@ -121,3 +125,78 @@ def test_a_build_whose_log_passes_the_limit_is_stopped(limited_farm, tiny_image)
     text = http.get(f"{api}/{build_id}/log", timeout=10).text
     assert LOG_LIMIT_BYTES / 2 < len(text) < LOG_LIMIT_BYTES * 1.5
     assert "FARM_MAX_LOG_BYTES" in text
+
+
+IMAGE_LIMIT_BYTES = 20 * 1024**2
+FILL_BYTES = 1024**3
+
+
+@pytest.fixture(scope="module")
+def engine_free_bytes(engine_url) -> int:
+    api = docker.APIClient(base_url=engine_url)
+    try:
+        disk = os.statvfs(api.info()["DockerRootDir"])
+    finally:
+        api.close()
+    return disk.f_bavail * disk.f_frsize
+
+
+@pytest.fixture(scope="module")
+def disk_farm(
+    redis_url, registry, postgres_url, engine_url, engine_free_bytes, tmp_path_factory
+) -> Iterator[LocalFarm]:
+    """Its floor lies 400 MB under the free space now: writing 1 GB crosses it."""
+    stack = farm_on_session_services(
+        ARTIFACTS / "disk-limits",
+        redis_url=redis_url,
+        registry=registry,
+        postgres_url=postgres_url,
+        nodes=(Node("node-disk", engine_url.split("/")[-2]),),
+        env={
+            "FARM_QUEUE": "disk-limits",
+            "FARM_MAX_IMAGE_BYTES": str(IMAGE_LIMIT_BYTES),
+            "FARM_MIN_FREE_DISK_BYTES": str(engine_free_bytes - 400 * 1024**2),
+            "FARM_STAGE_CACHE": "false",
+            "FARM_WORK_DIR": str(tmp_path_factory.mktemp("work")),
+        },
+    )
+    yield from running(stack)
+
+
+def build_in(stack: LocalFarm, dockerfile: str) -> dict:
+    http = stack.api_session()
+    api = f"{stack.web_url}/api/v1/builds"
+    answer = http.post(
+        api, timeout=30, files={"archive": ("s.tar.gz", dockerfile_archive(dockerfile))}
+    )
+    assert answer.status_code == 202, answer.text
+    return ended(http, f"{api}/{answer.json()['id']}")
+
+
+def test_an_image_over_the_size_limit_is_not_pushed(disk_farm, tiny_image):
+    marker = uuid.uuid4().hex
+    build = build_in(
+        disk_farm,
+        f"FROM {tiny_image}\nRUN echo {marker} && head -c 30000000 /dev/zero > /big\n",
+    )
+    assert build["state"] == "failed"
+    assert build["error"]["code"] == "image_too_large"
+    assert "FARM_MAX_IMAGE_BYTES" in build["error"]["message"]
+    assert build["image"] is None
+
+
+def test_a_build_filling_the_engines_disk_is_stopped_while_it_writes(
+    disk_farm, tiny_image, engine_free_bytes
+):
+    marker = f"fill-{uuid.uuid4().hex}"
+    build = build_in(
+        disk_farm,
+        f"FROM {tiny_image}\n"
+        f"RUN echo {marker} && head -c {FILL_BYTES} /dev/zero > /fill && sleep 60\n",
+    )
+    assert build["state"] == "failed"
+    assert build["error"]["code"] == "disk_full"
+    assert "FARM_MIN_FREE_DISK_BYTES" in build["error"]["message"]
+    assert build["duration_seconds"] < 50  # stopped, not left to its sleep
+    time.sleep(3)
+    assert processes_with(marker + " ") == []
