@@ -78,6 +78,24 @@ def up(state_dir: Path) -> None:
     pids: dict[str, list[str | int]] = (
         json.loads(PIDS_FILE.read_text()) if PIDS_FILE.exists() else {}
     )
+    # Whatever started is recorded even if a later step fails, so that
+    # 'farm local down' can stop it.
+    try:
+        _start_missing(settings, state_dir, pids)
+    finally:
+        _record(pids)
+    token_file = _admin_token(state_dir, settings)
+    click.echo(f"farm is up: {settings.web_url} (logs in {state_dir})")
+    click.echo(
+        f"admin token in {token_file}: the farm command uses it; sign in to the "
+        "pages with it (or make your own: farm token create --name NAME)"
+    )
+
+
+def _start_missing(
+    settings: Settings, state_dir: Path, pids: dict[str, list[str | int]]
+) -> None:
+    """Start each part that does not answer, noting its pid in ``pids``."""
     redis_port = urlsplit(settings.redis_url).port or 6379
     if not redis_answers(settings.redis_url):
         server = LocalRedis(state_dir / "redis", port=redis_port)
@@ -112,13 +130,6 @@ def up(state_dir: Path) -> None:
     if "worker" not in pids or not _alive(pids["worker"]):
         worker = start_farm_process("worker", ["worker"], env=env, log_dir=state_dir)
         pids["worker"] = _entry(worker, "farm")
-    _record(pids)
-    token_file = _admin_token(state_dir, settings)
-    click.echo(f"farm is up: {settings.web_url} (logs in {state_dir})")
-    click.echo(
-        f"admin token in {token_file}: the farm command uses it; sign in to the "
-        "pages with it (or make your own: farm token create --name NAME)"
-    )
 
 
 def _entry(process: ServiceProcess | None, name: str) -> list[str | int]:
