@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import copy
 import io
+import os
 import posixpath
 import tarfile
 from pathlib import Path
@@ -162,26 +164,40 @@ def _check_member(
                 f"The archive entry {name!r} is a hard link to "
                 f"{member.linkname!r}, which is not a file stored before it."
             )
-    try:
-        # The 'data' filter refuses '..', links that leave the folder and device
-        # files (Python docs, "Extraction filters"); the folder is only a name.
-        tarfile.data_filter(member, "/archive-root")
-    except tarfile.FilterError as exc:
-        reason = next(
-            (text for kind, text in _FILTER_REASONS if isinstance(exc, kind)),
-            "it cannot be unpacked safely",
+    if member.isdev():
+        raise SourceError(
+            f"The archive entry {name!r} is a device, pipe or other special file."
         )
-        raise SourceError(f"The archive entry {name!r} is refused: {reason}.") from exc
+    if _climbs_out(name):
+        raise SourceError(f"The archive entry {name!r} would land outside its folder.")
+    if member.issym() or member.islnk():
+        if member.linkname.startswith("/"):
+            raise SourceError(f"The archive entry {name!r} links to an absolute path.")
+        # A symlink's target is read from its own folder; a hard link's from the top.
+        start = posixpath.dirname(name) if member.issym() else ""
+        if _climbs_out(posixpath.join(start, member.linkname)):
+            raise SourceError(
+                f"The archive entry {name!r} links outside the archive's folder."
+            )
 
 
-# What the 'data' filter's refusals mean, said without the filter's own wording.
-_FILTER_REASONS: tuple[tuple[type[tarfile.FilterError], str], ...] = (
-    (tarfile.AbsolutePathError, "its path is absolute"),
-    (tarfile.OutsideDestinationError, "it would land outside the archive's folder"),
-    (tarfile.SpecialFileError, "it is a device, pipe or other special file"),
-    (tarfile.AbsoluteLinkError, "it links to an absolute path"),
-    (tarfile.LinkOutsideDestinationError, "it links outside the archive's folder"),
-)
+def _climbs_out(path: str) -> bool:
+    """Whether a relative path leads out of the folder it is read from."""
+    normal = posixpath.normpath(path)
+    return normal == ".." or normal.startswith("../")
+
+
+def _as_plain_data(member: tarfile.TarInfo) -> tarfile.TarInfo:
+    """The entry as it is unpacked: owned by whoever unpacks it, with no set-id,
+    sticky or group and world write bits, readable and writable by its owner."""
+    member = copy.copy(member)
+    member.uid, member.gid = os.getuid(), os.getgid()
+    member.uname = member.gname = ""
+    if member.isreg() or member.islnk():
+        member.mode = (member.mode & 0o755) | 0o600
+    elif member.isdir():
+        member.mode = (member.mode & 0o755) | 0o700
+    return member
 
 
 def unpack_archive(
@@ -192,6 +208,12 @@ def unpack_archive(
     try:
         with _open(content) as tar:
             members = _read_members(tar, max_unpacked_bytes=max_unpacked_bytes)
-            tar.extractall(dest, members=members, filter="data")
+            plain = [_as_plain_data(member) for member in members]
+            if hasattr(tarfile, "data_filter"):
+                # Where Python has extraction filters (3.11.4 and later), its own
+                # 'data' filter checks every entry again as it is written.
+                tar.extractall(dest, members=plain, filter="data")
+            else:
+                tar.extractall(dest, members=plain)
     except _UNREADABLE as exc:
         raise SourceError(f"The uploaded archive could not be unpacked: {exc}") from exc

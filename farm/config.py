@@ -42,6 +42,8 @@ class Settings:
     # Running builds are stopped when the engine's disk has less free than this.
     min_free_disk_bytes: int = 2 * 1024**3
     reap_interval_seconds: int = 30
+    # A worker asked to stop lets its builds run this long, then hands them back.
+    drain_seconds: int = 600
     stage_cache: bool = True
     engine_cache_keep_bytes: int = 20 * 1024**3
     cache_image_days: int = 14

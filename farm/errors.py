@@ -126,6 +126,13 @@ class BuildLogTooLarge(FarmError):
     status = 422
 
 
+class HandedBack(FarmError):
+    """The build's worker is stopping and gave the build back to the queue."""
+
+    code = "handed_back"
+    status = 503
+
+
 class ImageTooLarge(FarmError):
     """A build made an image larger than the farm pushes."""
 

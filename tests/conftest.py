@@ -24,6 +24,12 @@ from farm.local.process import free_port
 from farm.local.redis import LocalRedis
 from farm.local.registry import LocalRegistry
 from farm.local.stack import LocalFarm, Node
+from workers.baseimages import (
+    BaseImageSettings,
+    detect_debian_mirror,
+    ensure_base_images,
+)
+from workers.baseimages.certs import local_ca_files
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts"
 
@@ -257,3 +263,15 @@ def farm(
     stack.start_farm()
     yield RunningFarm(stack)
     stack.stop()
+
+
+@pytest.fixture(scope="session")
+def base_images(engine_url: str) -> Iterator[list[str]]:
+    """The offline base images (Debian, busybox, toolchains) in the test engine,
+    made from Debian's mirror the first time."""
+    api = docker.APIClient(base_url=engine_url, timeout=3600)
+    settings = BaseImageSettings(
+        mirror=detect_debian_mirror(), extra_ca_files=tuple(local_ca_files())
+    )
+    yield ensure_base_images(api, settings)
+    api.close()

@@ -6,33 +6,15 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
-import docker
 import pytest
 
 from farm.client import pack_folder
-from workers.baseimages import (
-    BaseImageSettings,
-    detect_debian_mirror,
-    ensure_base_images,
-)
-from workers.baseimages.certs import local_ca_files
 
 pytestmark = pytest.mark.integration
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
-
-
-@pytest.fixture(scope="module")
-def base_images(engine_url: str) -> Iterator[list[str]]:
-    api = docker.APIClient(base_url=engine_url, timeout=3600)
-    settings = BaseImageSettings(
-        mirror=detect_debian_mirror(), extra_ca_files=tuple(local_ca_files())
-    )
-    yield ensure_base_images(api, settings)
-    api.close()
 
 
 @pytest.mark.parametrize(

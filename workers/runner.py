@@ -26,6 +26,7 @@ from farm.errors import (
     BuildTimedOut,
     DiskFull,
     FarmError,
+    HandedBack,
     ImageTooLarge,
     InvalidRequest,
     PushFailed,
@@ -34,6 +35,7 @@ from farm.errors import (
 from farm.ledger import BuildLedger, counts_as_build_step
 from farm.livestate import LiveState
 from farm.models import Build, BuildStage, BuildState
+from farm.queue import BuildQueue
 from farm.redaction import Redactor
 from farm.registry import RegistryClient
 from workers.buildkit.progress import BuildProgress, Step
@@ -125,8 +127,13 @@ class BuildRunner:
         ledger: BuildLedger,
         live: LiveState,
         engine: EngineClient,
+        queue: BuildQueue | None = None,
     ) -> None:
         self.settings = settings
+        self.queue = queue
+        # Builds running here: how to stop each, and why it was stopped.
+        self._running: dict[str, tuple[threading.Event, list[FarmError]]] = {}
+        self._running_lock = threading.Lock()
         self.ledger = ledger
         self.live = live
         self.engine = engine
@@ -177,6 +184,8 @@ class BuildRunner:
             name=f"watch-{build_id}",
         )
         watcher.start()
+        with self._running_lock:
+            self._running[build_id] = (cancel, stopped)
         self.workspace_root.mkdir(parents=True, exist_ok=True)
         workspace = Path(
             tempfile.mkdtemp(prefix=f"build-{build_id}-", dir=self.workspace_root)
@@ -186,6 +195,8 @@ class BuildRunner:
         except AttemptLost as exc:
             logger.warning("build=%s: result dropped: %s", build_id, exc.message)
         finally:
+            with self._running_lock:
+                self._running.pop(build_id, None)
             cancel.set()
             watcher.join()
             shutil.rmtree(workspace, ignore_errors=True)
@@ -227,6 +238,32 @@ class BuildRunner:
             elif self.live.cancel_requested(build_id):
                 logger.info("build=%s: cancelling on request", build_id)
                 cancel.set()
+
+    def hand_back_all(self) -> list[str]:
+        """Stop every build running here and give it back to the queue, for a node
+        that stays (this one is stopping); returns their ids."""
+        reason = HandedBack(
+            f"Worker {self.settings.worker_name} is stopping; the build goes back "
+            "to the queue for another node."
+        )
+        with self._running_lock:
+            running = dict(self._running)
+        for cancel, stopped in running.values():
+            stopped.append(reason)
+            cancel.set()
+        return list(running)
+
+    def _hand_back(self, build: Build, log: BuildLog, reason: HandedBack) -> None:
+        """Queue an attempt stopped by :meth:`hand_back_all` again, keeping its log."""
+        log.write([reason.message])
+        if self.queue is None or not self.ledger.requeue(
+            build.id, attempt=build.attempts
+        ):
+            return  # handed on already (the reaper), or nowhere to send it
+        self.queue.enqueue(
+            build.id, queue=build.queue, priority=build.priority or "normal"
+        )
+        logger.info("build=%s: handed back to the queue", build.id)
 
     def _engine_data_dir(self) -> str:
         """The engine's data folder if this worker can see it, else ""."""
@@ -319,6 +356,9 @@ class BuildRunner:
                         f"The build's log passed {log.max_bytes} bytes; it was stopped."
                     ),
                 )
+                return
+            if stopped and isinstance(stopped[0], HandedBack):
+                self._hand_back(build, log, stopped[0])
                 return
             if stopped:
                 self._fail_with(build, log, progress, stopped[0])

@@ -48,7 +48,8 @@ def make_runner(settings: Settings) -> BuildRunner:
     engine = EngineClient(
         settings.engine_url, timeout_seconds=settings.build_timeout_seconds
     )
-    return BuildRunner(settings, ledger, live, engine)
+    queue = BuildQueue(make_celery(settings), live.client)
+    return BuildRunner(settings, ledger, live, engine, queue)
 
 
 def make_callback_sender(settings: Settings, ledger: BuildLedger) -> CallbackSender:
@@ -187,10 +188,27 @@ def start_housekeeping(
     beat = threading.Thread(target=beat_forever, daemon=True, name="beat")
 
     def leave(**_: object) -> None:
-        """Stop beating and say this node left, so it does not count as down."""
+        """Stop beating and say this node left, so it does not count as down; let
+        the builds running here finish within the drain time, then hand back
+        those still running (Celery takes no new task once it is stopping)."""
         stop.set()
         beat.join(timeout=WORKER_BEAT_SECONDS)
         runner.live.leave(settings.worker_name)
+        threading.Thread(target=drain, daemon=True, name="drain").start()
+
+    def drain() -> None:
+        logger.info(
+            "worker=%s: stopping; running builds may finish within %ss "
+            "(FARM_DRAIN_SECONDS), then go back to the queue",
+            settings.worker_name,
+            settings.drain_seconds,
+        )
+        time.sleep(settings.drain_seconds)
+        handed = runner.hand_back_all()
+        if handed:
+            logger.warning(
+                "worker=%s: handed back %s", settings.worker_name, ", ".join(handed)
+            )
 
     def start(**_: object) -> None:
         interval = settings.reap_interval_seconds

@@ -129,18 +129,7 @@ class LocalFarm:
         )
         self.processes.append(web)
         for node in self.nodes:
-            env = {
-                **self.env(),
-                "FARM_WORKER_NAME": node.worker,
-                "FARM_ENGINE_URL": node.engine_url,
-            }
-            if node.queues is not None:
-                env["FARM_QUEUES"] = node.queues
-            self.processes.append(
-                start_farm_process(
-                    f"worker-{node.worker}", ["worker"], env=env, log_dir=log_dir
-                )
-            )
+            self.start_worker(node)
         wait_until(
             lambda: port_open(self.web_port),
             timeout_seconds=30,
@@ -149,6 +138,25 @@ class LocalFarm:
         )
         self.token = self.token or self.create_token("local-admin", ["admin"])
         self.wait_for_workers()
+
+    def start_worker(self, node: Node) -> ServiceProcess:
+        """Start the worker of ``node`` (``farm worker``, supervised); it is ready
+        once it beats (see :meth:`wait_for_workers`)."""
+        env = {
+            **self.env(),
+            "FARM_WORKER_NAME": node.worker,
+            "FARM_ENGINE_URL": node.engine_url,
+        }
+        if node.queues is not None:
+            env["FARM_QUEUES"] = node.queues
+        process = start_farm_process(
+            f"worker-{node.worker}",
+            ["worker"],
+            env=env,
+            log_dir=self.state_dir / "logs",
+        )
+        self.processes.append(process)
+        return process
 
     def api_session(self) -> requests.Session:
         """An HTTP session (kept for reuse) that calls this farm with its admin
