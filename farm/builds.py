@@ -40,7 +40,12 @@ from farm.ledger import BuildLedger, as_utc, counts_as_build_step
 from farm.livestate import LiveState, redis_for
 from farm.models import Build, BuildState
 from farm.queue import BuildQueue, make_celery
-from farm.redaction import masked_args, secret_arg_names, secret_warnings
+from farm.redaction import (
+    Redactor,
+    masked_args,
+    secret_arg_names,
+    secret_warnings,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -213,9 +218,18 @@ class BuildService:
         it would fetch that the farm may not reach, is said now rather than by a
         failed build (a git source's is only read once a node fetched it)."""
         text = read_file(content, spec.dockerfile_in_context)
-        if text is not None:
-            dockerfile = check_before_build(text, spec.target)
+        if text is None:
+            return
+        dockerfile = check_before_build(text, spec.target)
+        try:
             self.fetches.check(dockerfile, spec.build_args)
+        except InvalidRequest as exc:
+            # A refused URL may hold a secret build arg's value: mask it.
+            secret = secret_arg_names(spec.build_args, self.secret_args)
+            redactor = Redactor.for_build(spec.build_args, secret)
+            raise InvalidRequest(
+                redactor.text(exc.message), **{**exc.details, "field": "dockerfile"}
+            ) from exc
 
     def route(self, options: Mapping[str, Any]) -> tuple[str, str]:
         """The queue and priority a request asks for, checked."""

@@ -296,6 +296,14 @@ def clean_variables(value: Any, *, field: str, noun: str) -> dict[str, str]:
                 "'_', not starting with a digit, at most 128 characters.",
                 field=field,
             )
+        if field == "build_args" and name.upper().startswith("BUILDKIT_"):
+            # They steer the engine itself (BUILDKIT_SYNTAX names a frontend
+            # image it runs); the farm sets the ones it uses.
+            raise InvalidRequest(
+                f"Build arg {name} steers the engine; BUILDKIT_* build args are "
+                "the farm's to set.",
+                field=field,
+            )
         if isinstance(arg, bool) or not isinstance(arg, str | int | float):
             raise InvalidRequest(f"{noun} {name} must be a string.", field=field)
         if len(str(arg)) > MAX_VALUE_CHARS:

@@ -21,6 +21,9 @@ class Settings:
     database_url: str = "sqlite:////var/lib/farm/farm.db"
     redis_url: str = "redis://127.0.0.1:6379/0"
     registry: str = "127.0.0.1:5000"
+    # The registry speaks plain HTTP though it is not on loopback (its engines
+    # then need --insecure-registry too).
+    registry_http: bool = False
     engine_url: str = "unix:///run/farm/engines/node0/docker.sock"
     # Where the engine keeps its data, as this worker sees it, for the free disk
     # metric; empty: the engine's own data root, when that is on this machine.

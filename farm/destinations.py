@@ -130,6 +130,10 @@ def image_registry(reference: str) -> str | None:
     return None
 
 
+# Docker's own Dockerfile frontends, the only ones a syntax directive may name.
+DOCKERFILE_FRONTENDS = frozenset({"docker/dockerfile", "docker/dockerfile-upstream"})
+
+
 @dataclass(frozen=True)
 class FetchPolicy:
     """Where a Dockerfile may make the engine fetch from: images from the farm's
@@ -159,6 +163,9 @@ class FetchPolicy:
                     field="dockerfile",
                     line=fetch.line,
                 )
+            if fetch.kind == "frontend":
+                self._check_frontend(fetch.reference, where)
+                continue
             if fetch.kind == "image":
                 host = image_registry(fetch.reference)
                 if host is None or host == self.own_registry.lower():
@@ -166,6 +173,12 @@ class FetchPolicy:
                 url = f"https://{host}/"
             else:
                 url = fetch.reference
+                if not url_host(url):
+                    raise InvalidRequest(
+                        f"{where}: {url!r} names no host the farm can check.",
+                        field="dockerfile",
+                        line=fetch.line,
+                    )
             try:
                 self.destinations.check_url(url, field="dockerfile")
             except InvalidRequest as exc:
@@ -174,3 +187,17 @@ class FetchPolicy:
                     field="dockerfile",
                     line=fetch.line,
                 ) from exc
+
+    def _check_frontend(self, reference: str, where: str) -> None:
+        """Only Docker's own Dockerfile frontend: another is code the engine would
+        run with its network, able to fetch anything."""
+        name = reference.split("@", 1)[0].rsplit(":", 1)[0].lower()
+        if name.startswith(":") or "/" not in name:
+            name = ""
+        if name.removeprefix("docker.io/") not in DOCKERFILE_FRONTENDS:
+            raise InvalidRequest(
+                f"{where}: the syntax directive names {reference!r}; this farm runs "
+                "only Docker's Dockerfile frontend (# syntax=docker/dockerfile:1).",
+                field="dockerfile",
+                line=1,
+            )

@@ -89,14 +89,15 @@ class StepRef:
 @dataclass(frozen=True)
 class Fetch:
     """Something a Dockerfile makes the engine fetch from outside the build's
-    context: an image (a base, a ``COPY --from`` or ``RUN --mount from`` image, the
-    ``# syntax`` frontend) or a remote ``ADD`` source (a URL or a git remote).
+    context: an image (a base, a ``COPY --from`` or ``RUN --mount from`` image), the
+    ``# syntax`` frontend (an image the engine runs to read the Dockerfile) or a
+    remote ``ADD`` source (a URL or a git remote).
 
     ``unresolved`` names a variable the Dockerfile does not set, whose value would
     come from a base image, so where it points cannot be told before the build.
     """
 
-    kind: Literal["image", "url"]
+    kind: Literal["image", "url", "frontend"]
     reference: str
     line: int
     unresolved: str | None = None
@@ -147,13 +148,20 @@ class Dockerfile:
 
     def fetches(self, build_args: Mapping[str, str] | None = None) -> list[Fetch]:
         """What building this Dockerfile fetches from elsewhere, with variables
-        expanded from ARG defaults, build args and ENV the way the engine would."""
+        expanded from ARG defaults, build args and ENV the way the engine would.
+
+        Where this reader and the engine could read a line differently, it errs
+        towards finding a fetch: quotes and escapes are undone, ``ONBUILD`` lines
+        (run by whatever builds on the image) count, and so do instruction-like
+        lines inside here-documents (an engine without here-document support reads
+        them as instructions).
+        """
         build_args = dict(build_args or {})
         found = []
         if syntax := self.directives.get("syntax"):
-            found.append(Fetch("image", syntax, 1))
+            found.append(Fetch("frontend", _unquoted(syntax), 1))
         for stage in self.stages:
-            base = self.resolved_base(stage, build_args)
+            base = _unquoted(self.resolved_base(stage, build_args))
             earlier = self.stages[: stage.index]
             if base.lower() != "scratch" and not any(
                 base.lower() in (s.name, s.label) for s in earlier
@@ -166,25 +174,30 @@ class Dockerfile:
         values = _arg_defaults(self.global_args)
         scope: dict[str, str] = {}
         found = []
-        for instruction in stage.instructions:
+        for instruction in _with_hidden_instructions(stage.instructions):
             if instruction.keyword == "ARG":
                 for name, default in _assignments(instruction.args):
                     if default is None:
                         default = values.get(name, "")
+                    else:  # a default may use the variables set before it
+                        default = _expand(_unquoted(default), scope)
                     scope[name] = build_args.get(name, default)
             elif instruction.keyword == "ENV":
                 for name, value in _assignments(instruction.args):
-                    scope[name] = value or ""
+                    scope[name] = _expand(_unquoted(value or ""), scope)
             sources: list[tuple[Literal["image", "url"], str]] = [
                 *_image_flags(instruction),
                 *_remote_add_sources(instruction),
             ]
             for kind, text in sources:
+                text = _unquoted(text)
                 expanded, unresolved = _expand_in_scope(text, scope)
                 if kind == "image" and self.stage(expanded) is not None:
                     continue
                 if kind == "image" and expanded.isdigit():
                     continue  # a stage's index
+                if kind == "url" and not _names_remote(expanded) and not unresolved:
+                    continue  # a variable that stood for a file of the context
                 # Where a variable is not set here, show what the line says.
                 shown = text if unresolved else expanded
                 found.append(Fetch(kind, shown, instruction.line, unresolved))
@@ -488,6 +501,44 @@ def _assignments(args: str) -> list[tuple[str, str | None]]:
     return pairs
 
 
+def _unquoted(text: str) -> str:
+    """A word as the engine reads it: quotes taken away, escapes undone."""
+    text = text.strip()
+    if len(text) >= 2 and text[0] == text[-1] and text[0] in "\"'":
+        text = text[1:-1]
+    return re.sub(r"\\(.)", r"\1", text).replace('"', "").replace("'", "")
+
+
+def _names_remote(source: str) -> bool:
+    """Whether an ADD source is a URL or a git remote rather than a context path."""
+    return bool(_URL_SCHEME.match(source) or _SCP_REMOTE.match(source))
+
+
+def _with_hidden_instructions(
+    instructions: tuple[Instruction, ...],
+) -> list[Instruction]:
+    """The instructions, each followed by those it carries: the one an ``ONBUILD``
+    defers, and instruction-like lines of its here-documents."""
+    found = []
+    for instruction in instructions:
+        found.append(instruction)
+        carried = [instruction.args] if instruction.keyword == "ONBUILD" else []
+        for body in instruction.heredocs:
+            carried += body.splitlines()
+        for text in carried:
+            keyword, _, args = text.strip().partition(" ")
+            if keyword.upper() in KEYWORDS:
+                found.append(
+                    Instruction(
+                        keyword.upper(),
+                        args.strip(),
+                        instruction.line,
+                        instruction.end_line,
+                    )
+                )
+    return found
+
+
 def _image_flags(instruction: Instruction) -> list[tuple[Literal["image"], str]]:
     """Images named by ``COPY --from=`` or a ``RUN --mount=...,from=`` option."""
     found: list[tuple[Literal["image"], str]] = []
@@ -497,10 +548,10 @@ def _image_flags(instruction: Instruction) -> list[tuple[Literal["image"], str]]
         if instruction.keyword in ("COPY", "ADD") and word.startswith("--from="):
             found.append(("image", word.partition("=")[2].strip("\"'")))
         elif instruction.keyword == "RUN" and word.startswith("--mount="):
-            for option in word.partition("=")[2].split(","):
+            for option in _unquoted(word.partition("=")[2]).split(","):
                 key, _, value = option.partition("=")
                 if key.strip().lower() == "from" and value:
-                    found.append(("image", value.strip("\"'")))
+                    found.append(("image", value))
     return found
 
 
@@ -522,7 +573,7 @@ def _remote_add_sources(instruction: Instruction) -> list[tuple[Literal["url"], 
     return [
         ("url", source)
         for source in sources
-        if "$" in source or _URL_SCHEME.match(source) or _SCP_REMOTE.match(source)
+        if "$" in source or _names_remote(_unquoted(source))
     ]
 
 

@@ -44,6 +44,9 @@ class GitCheckout:
             f"protocol.file.allow={file_policy}",
             "-c",
             "core.hooksPath=/dev/null",
+            # The host was checked, not where it redirects to: follow none.
+            "-c",
+            "http.followRedirects=false",
             *args,
         ]
         env = {

@@ -34,10 +34,14 @@ def split_reference(reference: str) -> tuple[str, str, str]:
 class RegistryClient:
     """A registry at ``address`` (``host:port``)."""
 
-    def __init__(self, address: str, *, timeout_seconds: float = 10) -> None:
+    def __init__(
+        self, address: str, *, timeout_seconds: float = 10, plain_http: bool = False
+    ) -> None:
         self.address = address
+        # Engines speak plain HTTP to loopback registries, and to others only when
+        # told to (--insecure-registry); the farm follows suit (FARM_REGISTRY_HTTP).
         local = address.startswith(("127.", "localhost", "[::1]"))
-        self.base_url = f"{'http' if local else 'https'}://{address}/v2"
+        self.base_url = f"{'http' if local or plain_http else 'https'}://{address}/v2"
         self.timeout_seconds = timeout_seconds
         self.session = requests.Session()
         self.session.trust_env = False  # never through a proxy from the environment

@@ -137,7 +137,11 @@ class BuildRunner:
         self.ledger = ledger
         self.live = live
         self.engine = engine
-        self.cache = StageCache(engine, RegistryClient(settings.registry), live)
+        self.cache = StageCache(
+            engine,
+            RegistryClient(settings.registry, plain_http=settings.registry_http),
+            live,
+        )
         self.destinations = DestinationPolicy.from_setting(
             settings.git_hosts,
             allow_private=settings.private_destinations,
@@ -302,7 +306,9 @@ class BuildRunner:
             check_target(source.dockerfile_text, build.target)
             self._check_fetches(build, source.dockerfile_text)
             progress = BuildProgress(
-                dockerfile_text=source.dockerfile_text, on_log=log.write
+                dockerfile_text=source.dockerfile_text,
+                on_log=log.write,
+                redact=log.redactor.text,
             )
             saver = StepSaver(self.ledger, build.id, progress, log.redactor)
             progress.on_log = saver.wrap(log.write)

@@ -249,7 +249,7 @@ def fetch_missing_base_images(settings: Settings) -> None:
     """Pull from the farm registry any base image this node's engine lacks, so a
     new node builds the same FROM lines as the others, with the same digests."""
     api = docker.APIClient(base_url=settings.engine_url, timeout=600)
-    registry = RegistryClient(settings.registry)
+    registry = RegistryClient(settings.registry, plain_http=settings.registry_http)
     try:
         missing = [name for name in BASE_IMAGES if not image_exists(api, name)]
         seeded = [

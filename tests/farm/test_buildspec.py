@@ -184,3 +184,9 @@ def test_credentials_are_redacted_from_urls():
 def test_very_long_url_is_refused_for_its_length():
     with pytest.raises(InvalidRequest, match="longer than"):
         clean_git_url("https://git.example.org/" + "a" * 5000)
+
+
+@pytest.mark.parametrize("name", ["BUILDKIT_SYNTAX", "buildkit_inline_cache"])
+def test_build_args_that_steer_the_engine_are_refused(name):
+    with pytest.raises(InvalidRequest, match="steers the engine"):
+        parse_spec({"build_args": {name: "x"}}, GitSource("https://h.example/a", "m"))

@@ -115,7 +115,6 @@ def fetch_policy() -> FetchPolicy:
         "FROM scratch\nADD https://git.example.org/a http://[::1]:9/b /dst/\n",
         "FROM 10.1.2.3:5000/team/base:1\n",
         "FROM localhost:5001/base\n",
-        "# syntax=127.0.0.1:6000/frontend:1\nFROM scratch\n",
         "FROM scratch\nCOPY --from=intranet.example.org/img:1 /a /a\n",
         "FROM busybox\nRUN --mount=type=bind,from=10.1.2.3:5000/x,target=/x true\n",
         # Variables are expanded as the engine would: from ARG defaults ...
@@ -135,6 +134,55 @@ def test_dockerfiles_fetching_from_internal_hosts_are_refused(text):
     assert refused.value.message.startswith("Dockerfile line ")
     assert refused.value.field == "dockerfile"
     assert refused.value.details["line"] >= 1
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        # Quotes and escapes the engine takes away.
+        'FROM scratch\nADD "http://127.0.0.1:1/x" /x\n',
+        "FROM scratch\nADD 'http://127.0.0.1:1/x' /x\n",
+        "FROM scratch\nADD http\\://127.0.0.1:1/x /x\n",
+        "FROM scratch\nENV U=http\\://127.0.0.1:1/x\nADD $U /x\n",
+        'FROM busybox\nRUN --mount=type=bind,"from=127.0.0.1:1/i",target=/m true\n',
+        # A variable made of other variables.
+        "FROM scratch\nENV A=http://127.0.0.1:1\nENV U=$A/x\nADD $U /x\n",
+        "FROM scratch\nARG A=http://127.0.0.1:1\nARG U=$A/x\nADD $U /x\n",
+        # What runs later, in an image built on this one.
+        "FROM scratch\nONBUILD ADD http://127.0.0.1:1/x /x\n",
+        # An engine without here-documents reads their lines as instructions.
+        "FROM busybox\nRUN <<CMD\nADD http://127.0.0.1:1/x /x\nCMD\n",
+    ],
+)
+def test_ways_of_writing_a_fetch_the_engine_reads_differently_are_refused(text):
+    with pytest.raises(InvalidRequest, match="internal address"):
+        fetch_policy().check(parse_dockerfile(text), {})
+
+
+@pytest.mark.parametrize(
+    "syntax, allowed",
+    [
+        ("docker/dockerfile:1", True),
+        ("docker.io/docker/dockerfile:1.7@sha256:" + "a" * 64, True),
+        ("docker/dockerfile-upstream:master", True),
+        ("127.0.0.1:5000/frontend:1", False),  # even in the farm's own registry
+        ("someone/dockerfile:1", False),
+        ("dockerfile", False),
+    ],
+)
+def test_only_dockers_own_dockerfile_frontend_may_be_named(syntax, allowed):
+    dockerfile = parse_dockerfile(f"# syntax={syntax}\nFROM scratch\n")
+    if allowed:
+        fetch_policy().check(dockerfile, {})
+    else:
+        with pytest.raises(InvalidRequest, match="only Docker's Dockerfile frontend"):
+            fetch_policy().check(dockerfile, {})
+
+
+def test_a_remote_source_naming_no_host_is_refused():
+    dockerfile = parse_dockerfile("FROM scratch\nARG H\nADD http://$H/x /x\n")
+    with pytest.raises(InvalidRequest, match="names no host"):
+        fetch_policy().check(dockerfile, {})
 
 
 def test_a_variable_the_dockerfile_does_not_set_is_refused_in_a_remote_source():

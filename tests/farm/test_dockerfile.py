@@ -282,7 +282,7 @@ def test_fetches_are_the_images_and_remote_sources_from_outside_the_build():
     assert [
         (fetch.kind, fetch.reference, fetch.line) for fetch in dockerfile.fetches()
     ] == [
-        ("image", "docker/dockerfile:1", 1),
+        ("frontend", "docker/dockerfile:1", 1),
         ("image", "debian:bookworm", 3),
         ("url", "https://example.org/a.tgz", 4),
         ("image", "team/tools:1", 8),

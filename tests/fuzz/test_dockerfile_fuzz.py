@@ -289,7 +289,7 @@ def test_what_a_dockerfile_fetches_is_always_told_or_refused(
         return
     lines = len(text.splitlines()) or 1
     for fetch in dockerfile.fetches(build_args):
-        assert fetch.kind in ("image", "url")
+        assert fetch.kind in ("image", "url", "frontend")
         assert 1 <= fetch.line <= lines + 1
     nothing_resolves = DestinationPolicy(resolver=lambda host: [])
     try:

@@ -86,6 +86,21 @@ def fetching_dockerfiles(
         ("from-arg-registry", f"ARG R={bridge}:{port}\nFROM ${{R}}/evil\n", {}),
         ("syntax-frontend", f"# syntax=127.0.0.1:{port}/front:1\nFROM {base}\n", {}),
         ("copy-from-image", f"FROM {base}\nCOPY --from=localhost:{port}/i /a /a\n", {}),
+        ("add-quoted", f'FROM {base}\nADD "{url}" /x\n', {}),
+        ("add-escaped", f"FROM {base}\nADD http\\://127.0.0.1:{port}/x /x\n", {}),
+        (
+            "add-from-chained-env",
+            f"FROM {base}\nENV A=http://127.0.0.1:{port}\nENV U=$A/x\nADD $U /x\n",
+            {},
+        ),
+        ("onbuild-add", f"FROM {base}\nONBUILD ADD {url} /x\n", {}),
+        ("heredoc-add", f"FROM {base}\nRUN <<CMD\nADD {url} /x\nCMD\n", {}),
+        (
+            "mount-from-quoted",
+            f'FROM {base}\nRUN --mount=type=bind,"from=127.0.0.1:{port}/i",'
+            "target=/i true\n",
+            {},
+        ),
         (
             "mount-from-image",
             f"FROM {base}\nRUN --mount=type=bind,from=127.0.0.1:{port}/i,target=/i "
@@ -113,6 +128,32 @@ def test_uploads_whose_dockerfile_reaches_inside_are_refused_at_submit(
         error = assert_refused(answer, "dockerfile")
         assert error["message"].startswith("Dockerfile line "), (case, error)
         answers[case] = error["message"]
+    # The frontend image may not come through a build arg either.
+    answer = http.post(
+        f"{api}/builds",
+        files={"archive": ("s.tar.gz", dockerfile_archive(f"FROM {tiny_image}\n"))},
+        data={"build_arg": f"BUILDKIT_SYNTAX=127.0.0.1:{listener.port}/front"},
+        timeout=30,
+    )
+    answers["buildkit-syntax-arg"] = assert_refused(answer, "build_args")["message"]
+    # A secret in a refused URL is not said back.
+    answer = http.post(
+        f"{api}/builds",
+        files={
+            "archive": (
+                "s.tar.gz",
+                dockerfile_archive(
+                    f"FROM {tiny_image}\nARG API_TOKEN\n"
+                    f"ADD http://127.0.0.1:{listener.port}/x?t=${{API_TOKEN}} /x\n"
+                ),
+            )
+        },
+        data={"build_arg": "API_TOKEN=hunter-in-refusal-42"},
+        timeout=30,
+    )
+    refused = assert_refused(answer, "dockerfile")["message"]
+    assert "hunter-in-refusal-42" not in refused and "***" in refused
+    answers["secret-in-refused-url"] = refused
     # A group is checked image by image, all before any is recorded.
     group = {
         "images": [

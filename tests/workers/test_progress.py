@@ -391,3 +391,20 @@ if __name__ == "__main__":
     _record(url, "multistage", ["multistage-first", "multistage-cached"])
     _record(url, "failing-run", ["failing-run"])
     _record(url, "syntax-error", ["syntax-error"])
+
+
+def test_a_secret_in_a_failed_steps_shortened_text_is_masked_before_it_is_cut():
+    token = "npm_" + "AbCdEfGhIjKlMnOpQrStUvWxYz0123456789AbCdEf"
+    progress = BuildProgress(redact=lambda text: text.replace(token, "***"))
+    progress._steps["d"] = Step(
+        digest="d",
+        name=f'[build 2/2] RUN test -z "{token}"',
+        stage="build",
+        instruction=f'RUN test -z "{token}"',
+        error="process did not complete successfully: exit code: 1",
+        internal=False,
+    )
+    failure = progress.failure()
+    assert failure is not None
+    assert "npm_AbCd" not in failure.message
+    assert 'RUN test -z "***"' in failure.message

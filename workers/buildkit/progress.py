@@ -78,9 +78,16 @@ class BuildProgress:
     """Fed each message of a /build stream; keeps steps, image id, log and failure."""
 
     def __init__(
-        self, *, dockerfile_text: str | None = None, on_log: LogSink | None = None
+        self,
+        *,
+        dockerfile_text: str | None = None,
+        on_log: LogSink | None = None,
+        redact: Callable[[str], str] = str,
     ) -> None:
         self.on_log = on_log
+        # Masks secrets in text that is shortened: a secret cut short would no
+        # longer be found and masked afterwards.
+        self.redact = redact
         self.image_id: str | None = None
         self.error: str | None = None
         self.dockerfile = _try_parse(dockerfile_text)
@@ -248,7 +255,7 @@ class BuildProgress:
         line = step.dockerfile_line or _parse_error_line(error)
         where = [f"Stage {step.stage}"] if step.stage else []
         where += [f"Dockerfile line {line}"] if line else []
-        what = _shortened(step.instruction or step.name)
+        what = _shortened(self.redact(step.instruction or step.name))
         prefix = f"{', '.join(where)} ({what})" if where else what
         output = self._outputs.get(step.digest)
         return BuildFailed(
