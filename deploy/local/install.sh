@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 
 packages=(docker.io redis-server docker-registry postgresql prometheus debootstrap busybox-static
-          git iproute2 iptables ca-certificates chromium python3-venv)
+          git iproute2 iptables ca-certificates chromium python3-venv docker-compose)
 missing=()
 for package in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" \
