@@ -34,7 +34,7 @@ from farm.callbacks import clean_callback_url
 from farm.config import Settings
 from farm.destinations import DestinationPolicy, FetchPolicy
 from farm.dockerfile import check_before_build
-from farm.errors import Conflict, InvalidRequest, StoreUnavailable
+from farm.errors import Conflict, FarmError, InvalidRequest, StoreUnavailable
 from farm.git import resolve_ref
 from farm.ledger import BuildLedger, as_utc, counts_as_build_step
 from farm.livestate import LiveState, redis_for
@@ -210,7 +210,14 @@ class BuildService:
         route = self.route(options)
         callback = self.callback_url(options)
         self.ledger.store_archive(content, filename=filename)
-        submission = self.submit(spec, route, reuse=reuse, submitted_by=submitted_by)
+        try:
+            submission = self.submit(
+                spec, route, reuse=reuse, submitted_by=submitted_by
+            )
+        except FarmError:
+            # Nothing half-written: an archive whose build was not taken goes too.
+            self.ledger.forget_archive_if_unused(source.sha256)
+            raise
         return self._with_callback(submission, callback)
 
     def check_uploaded_dockerfile(self, content: bytes, spec: BuildSpec) -> None:

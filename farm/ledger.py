@@ -209,6 +209,15 @@ class BuildLedger:
                 raise
         return source
 
+    def forget_archive_if_unused(self, sha256: str) -> bool:
+        """Remove an archive no build refers to (its build was not taken)."""
+        used = select(Build.id).where(Build.archive_sha256 == sha256).exists()
+        with self._session() as session:
+            result = session.execute(
+                delete(Archive).where(Archive.sha256 == sha256, ~used)
+            )
+            return bool(getattr(result, "rowcount", 0))
+
     def load_archive(self, sha256: str) -> bytes:
         with self._session() as session:
             archive = session.get(Archive, sha256)

@@ -1,5 +1,6 @@
 """BuildService on a real SQLite ledger, with a small fake for the Redis queue."""
 
+import hashlib
 import io
 import tarfile
 from contextlib import contextmanager
@@ -8,7 +9,7 @@ import pytest
 
 from farm.builds import BuildService, describe_build, summarize_stages
 from farm.destinations import DestinationPolicy
-from farm.errors import InvalidRequest, StoreUnavailable
+from farm.errors import InvalidRequest, NotFound, StoreUnavailable
 from farm.ledger import BuildLedger
 from farm.models import BuildState
 
@@ -51,6 +52,25 @@ def test_a_build_the_queue_refused_leaves_no_record(tmp_path):
     with pytest.raises(StoreUnavailable):
         service.submit_git({}, url="https://git.example.org/a.git", ref="main")
     assert service.ledger.recent() == []
+
+
+def test_an_upload_the_queue_refused_leaves_no_archive(tmp_path):
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz", format=tarfile.GNU_FORMAT) as tar:
+        info = tarfile.TarInfo("Dockerfile")
+        info.size = len(b"FROM scratch\n")
+        tar.addfile(info, io.BytesIO(b"FROM scratch\n"))
+    content = buffer.getvalue()
+    service = make_service(tmp_path, DownQueue())
+    with pytest.raises(StoreUnavailable):
+        service.submit_archive({}, content=content)
+    assert service.ledger.recent() == []
+    with pytest.raises(NotFound):
+        service.ledger.load_archive(hashlib.sha256(content).hexdigest())
+    # An archive another build still uses stays.
+    kept = make_service(tmp_path, SentQueue())
+    build = kept.submit_archive({}, content=content).build
+    assert not kept.ledger.forget_archive_if_unused(build.archive_sha256)
 
 
 def test_submitted_build_is_recorded_then_enqueued(tmp_path):

@@ -299,14 +299,41 @@ def test_a_node_whose_engine_is_down_holds_no_build_so_killing_it_loses_none(
         waiting.close()
         assert in_redis == len(ids), "the node without an engine held builds"
         assert all(b["state"] == "queued" for b in states(restart_farm, ids).values())
+        log = next(p for p in restart_farm.processes if p.name == "worker-restart-a")
         child = worker_child(restart_farm, "restart-a")
         if child is not None:
             os.kill(child, signal.SIGKILL)
+        killed_at = log.log_path.stat().st_size
+        # Started again while its engine is still down, the worker waits for it
+        # rather than exiting over and over, and shows as a node with its engine
+        # down (not as a node that is down).
+        wait_until(
+            lambda: (
+                "the engine does not answer; waiting for it"
+                in log.log_path.read_text()[killed_at:]
+            ),
+            timeout_seconds=60,
+            what="the worker to start again without its engine",
+            log_path=log.log_path,
+        )
+        live = LiveState(redis.Redis.from_url(own_redis.url))
+        wait_until(
+            lambda: (
+                live.nodes().get("restart-a", {}).get("up") is True
+                and live.nodes()["restart-a"]["engine"] != "ok"
+            ),
+            timeout_seconds=60,
+            what="the node to show its engine down",
+            log_path=log.log_path,
+        )
+        time.sleep(12)
+        # The kill itself is the one exit the supervisor reports.
+        assert log.log_path.read_text()[killed_at:].count("exited with") == 1
+        assert all(b["state"] == "queued" for b in states(restart_farm, ids).values())
     finally:
         own_engine.start()
     started = time.monotonic()
     final = wait_all_ended(restart_farm, ids, seconds=180)
-    log = next(p for p in restart_farm.processes if p.name == "worker-restart-a")
     record(
         "engine-down-node-killed",
         {
