@@ -57,12 +57,12 @@ def pack_contexts(folder: Path, builds: Sequence[tuple[str, str]]) -> bytes:
     for context, dockerfile in builds:
         context_dir = folder / context
         kept |= {
-            (context_dir / relative).resolve()
+            _where(context_dir / relative)
             for relative in exclude_paths(
                 str(context_dir), _dockerignore(context_dir), dockerfile=dockerfile
             )
         }
-        kept.add((context_dir / dockerfile).resolve())
+        kept.add(_where(context_dir / dockerfile))
     # Folders leading to a kept file are packed too, so its path exists.
     kept |= {parent for path in kept for parent in path.parents}
     buffer = io.BytesIO()
@@ -96,7 +96,13 @@ def parse_event_stream(lines: Iterable[bytes]) -> Iterator[tuple[str, str, str]]
 
 
 def _kept(path: Path, kept: set[Path]) -> bool:
-    return (path.parent.resolve() / path.name) in kept
+    return _where(path) in kept
+
+
+def _where(path: Path) -> Path:
+    """A path with its folders resolved but not itself: a symbolic link is packed
+    as the link, not as what it points to."""
+    return path.parent.resolve() / path.name
 
 
 def _dockerignore(context_dir: Path) -> list[str]:

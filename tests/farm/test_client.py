@@ -38,3 +38,14 @@ def test_a_subfolder_context_packs_it_and_the_dockerfile_only(tmp_path):
 def test_the_same_files_pack_to_the_same_bytes(tmp_path):
     make_tree(tmp_path)
     assert pack_folder(tmp_path) == pack_folder(tmp_path)
+
+
+def test_symbolic_links_are_packed_as_links(tmp_path):
+    make_tree(tmp_path)
+    (tmp_path / "svc/alias.txt").symlink_to("main.txt")
+    (tmp_path / "outside").symlink_to("/etc/passwd")
+    with tarfile.open(fileobj=io.BytesIO(pack_folder(tmp_path))) as archive:
+        alias = archive.getmember("svc/alias.txt")
+        assert alias.issym() and alias.linkname == "main.txt"
+        # Packed as it is: the farm refuses a link leading out, saying which.
+        assert archive.getmember("outside").issym()
