@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
 
 import redis
 from celery import Celery
@@ -27,8 +26,6 @@ class Intake:
         self.hostname = hostname
         self.queues = queues
         self.closed = False
-        # Called once each time the intake opens again (the engine came back).
-        self.on_open: Callable[[], None] | None = None
         self._lock = threading.Lock()
 
     def close(self, reason: str) -> None:
@@ -52,8 +49,6 @@ class Intake:
             if self._tell("add_consumer"):
                 self.closed = False
                 logger.info("worker=%s: engine answers; taking builds", self.hostname)
-                if self.on_open is not None:
-                    self.on_open()
 
     def follow(self, engine: str) -> None:
         """Close or open to match the engine's health ("ok" or what went wrong)."""

@@ -272,35 +272,39 @@ def fetch_missing_base_images(settings: Settings) -> None:
         api.close()
 
 
+def wait_for_engine(settings: Settings, runner: BuildRunner) -> None:
+    """Until the engine answers, take no build and beat as a node whose engine
+    is down (rather than exit, and be started again, over and over)."""
+    health_check = EngineClient(
+        settings.engine_url, timeout_seconds=ENGINE_HEALTH_TIMEOUT_SECONDS
+    )
+    while True:
+        try:
+            health_check.ping()
+            return
+        except EngineError as exc:
+            logger.warning(
+                "worker=%s: the engine does not answer; waiting for it: %s",
+                settings.worker_name,
+                exc.message,
+            )
+            runner.live.beat_worker(
+                settings.worker_name,
+                queues=settings.queue_names,
+                slots=settings.worker_concurrency,
+                engine=exc.message,
+            )
+        time.sleep(WORKER_BEAT_SECONDS)
+
+
 def run_worker(settings: Settings) -> None:
     """Run a Celery worker for this node: threads, one per concurrent build."""
     runner = make_runner(settings)
     runner.clear_workspaces()
-
-    def prepare_engine() -> None:
-        """Tidy what a killed run left in the engine, and fetch base images."""
-        try:
-            SmokeTester(settings, runner.ledger, runner.engine).clear_leftovers()
-        except FarmError as exc:
-            logger.warning("worker: smoke test leftovers not cleared: %s", exc.message)
-        fetch_missing_base_images(settings)
-
+    wait_for_engine(settings, runner)
+    SmokeTester(settings, runner.ledger, runner.engine).clear_leftovers()
+    fetch_missing_base_images(settings)
     app, intake = make_worker_app(settings, runner)
-    try:
-        runner.engine.ping()
-    except EngineError as exc:
-        # Started anyway: the node shows up with its engine down, takes no build
-        # (its first beat closes the intake) and prepares the engine once it answers.
-        logger.warning(
-            "worker=%s: the engine does not answer; waiting for it: %s",
-            settings.worker_name,
-            exc.message,
-        )
-        intake.on_open = lambda: threading.Thread(
-            target=prepare_engine, daemon=True, name="prepare-engine"
-        ).start()
-    else:
-        prepare_engine()
     start_housekeeping(settings, runner, app, intake)
     logger.info(
         "worker=%s engine=%s: starting with %d slots",

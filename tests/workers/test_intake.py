@@ -57,15 +57,3 @@ def test_a_close_the_broker_missed_is_tried_again_on_the_next_beat():
     control.broker_down = False
     gate.follow("engine down")
     assert gate.closed and len(control.sent) == 2
-
-
-def test_opening_again_calls_on_open_each_time():
-    gate, _ = intake()
-    opened: list[bool] = []
-    gate.on_open = lambda: opened.append(True)
-    gate.follow("ok")  # open already: nothing to do
-    gate.follow("engine down")
-    gate.follow("ok")
-    gate.follow("engine down")
-    gate.follow("ok")
-    assert opened == [True, True]
