@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import signal
 import threading
 import time
 from typing import NoReturn
@@ -146,6 +147,9 @@ def start_housekeeping(
         ),
     )
     stop = threading.Event()
+    # Held while beating and while leaving, so no beat lands after the node left.
+    beating = threading.Lock()
+    leaving = threading.Event()
 
     # Its own client with a short timeout: a hung engine must not stop the beats,
     # or the node would look down rather than its engine.
@@ -174,14 +178,17 @@ def start_housekeeping(
         while True:
             engine = engine_health()
             intake.follow(engine)
-            runner.live.beat_worker(
-                settings.worker_name,
-                queues=settings.queue_names,
-                slots=settings.worker_concurrency,
-                engine=engine,
-                disk=dict(disk),
-                holding=held_builds(),
-            )
+            with beating:
+                if stop.is_set():
+                    return
+                runner.live.beat_worker(
+                    settings.worker_name,
+                    queues=settings.queue_names,
+                    slots=settings.worker_concurrency,
+                    engine=engine,
+                    disk=dict(disk),
+                    holding=held_builds(),
+                )
             if stop.wait(WORKER_BEAT_SECONDS):
                 return
 
@@ -190,10 +197,16 @@ def start_housekeeping(
     def leave(**_: object) -> None:
         """Stop beating and say this node left, so it does not count as down; let
         the builds running here finish within the drain time, then hand back
-        those still running (Celery takes no new task once it is stopping)."""
-        stop.set()
-        beat.join(timeout=WORKER_BEAT_SECONDS)
-        runner.live.leave(settings.worker_name)
+        those still running (Celery takes no new task once it is stopping).
+
+        Runs in the main thread's signal handler, perhaps twice over: the
+        supervisor passes its own TERM on, so the second one returns at once."""
+        if leaving.is_set():
+            return
+        leaving.set()
+        with beating:
+            stop.set()
+            runner.live.leave(settings.worker_name)
         threading.Thread(target=drain, daemon=True, name="drain").start()
 
     def drain() -> None:
@@ -297,9 +310,23 @@ def wait_for_engine(settings: Settings, runner: BuildRunner) -> None:
         time.sleep(WORKER_BEAT_SECONDS)
 
 
+def leave_on_stop_signals(settings: Settings, runner: BuildRunner) -> None:
+    """Until Celery puts in its own handlers, TERM or INT leave the node list and
+    exit at once: no build has been taken yet."""
+
+    def leave_now(_signum: int, _frame: object) -> NoReturn:
+        runner.live.leave(settings.worker_name)
+        logger.info("worker=%s: stopped before taking builds", settings.worker_name)
+        raise SystemExit(0)
+
+    signal.signal(signal.SIGTERM, leave_now)
+    signal.signal(signal.SIGINT, leave_now)
+
+
 def run_worker(settings: Settings) -> None:
     """Run a Celery worker for this node: threads, one per concurrent build."""
     runner = make_runner(settings)
+    leave_on_stop_signals(settings, runner)
     runner.clear_workspaces()
     wait_for_engine(settings, runner)
     SmokeTester(settings, runner.ledger, runner.engine).clear_leftovers()

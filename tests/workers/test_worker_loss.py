@@ -162,3 +162,21 @@ def test_a_worker_stopped_on_purpose_leaves_the_node_list(two_node_farm):
     assert node_states(two_node_farm).get(name) is True
     node.stop()  # SIGTERM: the worker finishes what it runs, then leaves
     assert name not in node_states(two_node_farm)
+
+
+def test_a_worker_stopped_while_waiting_for_its_engine_leaves_the_node_list(
+    two_node_farm,
+):
+    """Stopped before it took any build (here: its engine never answered), a
+    worker leaves the node list at once and exits cleanly."""
+    node = two_node_farm.start_worker(Node("node-engineless", "no-such-engine"))
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if "node-engineless" in node_states(two_node_farm):
+            break
+        time.sleep(0.5)
+    assert node_states(two_node_farm).get("node-engineless") is True
+    node.stop()
+    assert node.popen is not None and node.popen.returncode == 0
+    assert "node-engineless" not in node_states(two_node_farm)
+    assert "stopped before taking builds" in node.log_path.read_text()
