@@ -35,7 +35,8 @@ ARG DEBIAN_FRONTEND=noninteractive
 RUN apt-get update \
  && apt-get install -y --no-install-recommends python3 git ca-certificates \
  && rm -rf /var/lib/apt/lists/* \
- && useradd --system --uid 10001 --home-dir /var/lib/farm --create-home farm \
+ && groupadd --system --gid 10001 farm \
+ && useradd --system --uid 10001 --gid farm --home-dir /var/lib/farm --create-home farm \
  && mkdir -p /var/tmp/farm \
  && chown farm:farm /var/tmp/farm
 COPY --from=builder /opt/farm /opt/farm

@@ -7,10 +7,12 @@ engine, pass their smoke test, and its Prometheus scrapes the farm."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import subprocess
 import sys
+import tarfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -107,8 +109,17 @@ def compose(env: dict[str, str], *args: str, timeout: float = 600) -> str:
     return done.stdout
 
 
-@pytest.fixture
-def stack(farm, base_images, engine_url, tmp_path) -> Iterator[dict]:
+def host_name_servers() -> str:
+    """This machine's name servers, for the stack's builds (FARM_ENGINE_DNS)."""
+    return " ".join(
+        line.split()[1]
+        for line in Path("/etc/resolv.conf").read_text().splitlines()
+        if line.startswith("nameserver") and not line.split()[1].startswith("127.")
+    )
+
+
+@pytest.fixture(scope="module")
+def stack(farm, base_images, engine_url, tmp_path_factory) -> Iterator[dict]:
     images = build_images(farm, engine_url)
     ports = {
         "FARM_WEB_PORT": free_port(),
@@ -122,8 +133,12 @@ def stack(farm, base_images, engine_url, tmp_path) -> Iterator[dict]:
         "DOCKER_HOST": engine_url,
         "COMPOSE_PROJECT_NAME": f"farmtest{uuid.uuid4().hex[:6]}",
         "FARM_SECRET_KEY": uuid.uuid4().hex,
+        "FARM_ENGINE_DNS": host_name_servers(),
+        # The web app lets builds name private addresses, so that only the
+        # engines' firewall stands between builds and the stack's services.
+        "FARM_PRIVATE_DESTINATIONS": "true",
     }
-    log = tmp_path / "compose.log"
+    log = tmp_path_factory.mktemp("compose") / "compose.log"
     started = time.monotonic()
     try:
         # The registry first: the nodes pull the base images seeded there as
@@ -170,6 +185,8 @@ def stack(farm, base_images, engine_url, tmp_path) -> Iterator[dict]:
             "token": token,
             "prometheus": f"http://127.0.0.1:{ports['FARM_PROMETHEUS_PORT']}",
             "started": started,
+            "project": env["COMPOSE_PROJECT_NAME"],
+            "engine_url": engine_url,
         }
     finally:
         done = subprocess.run(
@@ -247,3 +264,85 @@ def test_the_compose_stack_builds_the_examples_on_two_nodes(stack):
         )
     )
     assert {r["metric"]["store"] for r in scraped} == {"database", "redis"}
+
+
+def service_addresses(stack: dict) -> dict[str, str]:
+    """Each of the stack's services and its address on the stack's network."""
+    api = docker.APIClient(base_url=stack["engine_url"], timeout=60)
+    try:
+        found = api.containers(
+            filters={"label": f"com.docker.compose.project={stack['project']}"}
+        )
+    finally:
+        api.close()
+    return {
+        c["Labels"]["com.docker.compose.service"]: next(
+            iter(c["NetworkSettings"]["Networks"].values())
+        )["IPAddress"]
+        for c in found
+    }
+
+
+def build_dockerfile(stack: dict, dockerfile: str) -> tuple[dict, list[str]]:
+    """Upload a context of one Dockerfile to the stack; its final record and log."""
+    http = requests.Session()
+    http.headers["Authorization"] = f"Bearer {stack['token']}"
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz", format=tarfile.GNU_FORMAT) as tar:
+        info = tarfile.TarInfo("Dockerfile")
+        info.size = len(dockerfile.encode())
+        tar.addfile(info, io.BytesIO(dockerfile.encode()))
+    answer = http.post(
+        f"{stack['web']}/api/v1/builds",
+        files={"archive": ("context.tar.gz", buffer.getvalue())},
+        timeout=30,
+    )
+    assert answer.status_code == 202, answer.text
+    url = f"{stack['web']}/api/v1/builds/{answer.json()['id']}"
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        build = http.get(url, timeout=10).json()
+        if build["state"] in {"succeeded", "failed", "cancelled"}:
+            return build, http.get(f"{url}/log", timeout=10).json()["lines"]
+        time.sleep(1)
+    pytest.fail(f"build {url} did not end")
+
+
+def test_builds_in_the_stack_reach_none_of_its_services(stack):
+    """With the web app's own check of private addresses switched off, the engines'
+    firewall alone keeps RUN steps and the engine's fetches off Redis, PostgreSQL,
+    the web app and the registry, while builds still reach package registries (the
+    examples above installed npm and pip packages)."""
+    addresses = service_addresses(stack)
+    targets = {
+        "redis": (addresses["redis"], 6379),
+        "postgres": (addresses["postgres"], 5432),
+        "web": (addresses["web"], 8000),
+        "registry": (addresses["registry"], 5000),
+    }
+    probes = "".join(
+        f"RUN timeout 5 bash -c 'exec 3<>/dev/tcp/{ip}/{port}' "
+        f"&& echo 'probe {name} reached' || echo 'probe {name} blocked'\n"
+        for name, (ip, port) in targets.items()
+    )
+    marker = uuid.uuid4().hex
+    build, log = build_dockerfile(
+        stack, f"FROM farm-base/debian:bookworm\nRUN echo {marker}\n{probes}"
+    )
+    assert build["state"] == "succeeded", build["error"]
+    seen = {
+        line.split("probe ")[1].split()[0]: line.split()[-1]
+        for line in log
+        if "probe " in line and line.split()[-1] in {"reached", "blocked"}
+    }
+    assert seen == dict.fromkeys(targets, "blocked"), log[-20:]
+
+    # What the engine itself fetches: an ADD URL at the web app.
+    web_ip = addresses["web"]
+    build, log = build_dockerfile(
+        stack,
+        f"FROM farm-base/debian:bookworm\n"
+        f"ADD http://{web_ip}:8000/healthz /x-{marker}\n",
+    )
+    assert build["state"] == "failed"
+    assert "connection refused" in (build["error"] or "") + "\n".join(log), log[-10:]

@@ -203,3 +203,21 @@ def test_the_kustomization_lists_every_manifest():
         p.name for p in FOLDER.glob("*.yaml") if p.name != "kustomization.yaml"
     )
     assert sorted(listed) == present
+
+
+def test_the_engine_starts_behind_the_farm_firewall():
+    """The engine container runs engine-firewall.sh (from the ConfigMap the
+    kustomization makes of it) before dockerd, with the registry it lets through."""
+    kustomization = yaml.safe_load((FOLDER / "kustomization.yaml").read_text())
+    generated = {g["name"]: g["files"] for g in kustomization["configMapGenerator"]}
+    assert generated["farm-engine-firewall"] == ["engine-firewall.sh"]
+    assert (FOLDER / "engine-firewall.sh").is_file()
+    pod = named("Deployment", "farm-worker")["spec"]["template"]["spec"]
+    engine = next(c for c in pod["containers"] if c["name"] == "engine")
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    mount = next(m for m in engine["volumeMounts"] if m["name"] == "engine-firewall")
+    assert volumes["engine-firewall"]["configMap"]["name"] == "farm-engine-firewall"
+    assert engine["command"] == ["sh", f"{mount['mountPath']}/engine-firewall.sh"]
+    assert engine["args"][:2] == ["dockerd-entrypoint.sh", "dockerd"]
+    sources = {e["configMapRef"]["name"] for e in engine["envFrom"]}
+    assert "farm-config" in sources  # FARM_REGISTRY, which the script opens

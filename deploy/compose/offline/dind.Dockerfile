@@ -1,12 +1,12 @@
 # Stand-in for the docker:dind image: Debian's Docker engine, run as the official
-# image runs it (privileged; arguments are dockerd's).
+# image runs it (privileged; arguments are dockerd's), its entrypoint under the
+# same name.
 ARG BASE_IMAGE=farm-base/debian:bookworm
 FROM ${BASE_IMAGE}
 RUN apt-get update \
  && apt-get install -y --no-install-recommends docker.io iptables ca-certificates \
  && rm -rf /var/lib/apt/lists/*
-COPY dind-entrypoint.sh /usr/local/bin/dind-entrypoint
+COPY dind-entrypoint.sh /usr/local/bin/dockerd-entrypoint.sh
 VOLUME /var/lib/docker
-EXPOSE 2375
-ENTRYPOINT ["dind-entrypoint"]
-CMD ["dockerd", "--host=tcp://0.0.0.0:2375"]
+ENTRYPOINT ["dockerd-entrypoint.sh"]
+CMD ["dockerd", "--host=unix:///var/run/docker.sock"]
