@@ -30,6 +30,7 @@ SSE_KEEPALIVE_SECONDS = 2
 JSON_FIELDS = BUILD_OPTION_FIELDS | {"callback_url", "reuse", "git_url", "git_ref"}
 GROUP_FIELDS = {"name", "images", "smoke_test"}
 FORM_FIELDS = JSON_FIELDS | {"build_arg", "tag"}
+LOG_FORMATS = ("json", "text")
 
 
 def service() -> BuildService:
@@ -245,6 +246,12 @@ def get_log(build_id: str) -> Any:
     """The log from line ``start``: JSON, plain text, or with ``follow=1`` (or
     ``Accept: text/event-stream``) Server-Sent Events until the build ends."""
     start = _int_arg("start", 0, maximum=10**9)
+    log_format = request.args.get("format") or "json"
+    if log_format not in LOG_FORMATS:
+        raise InvalidRequest(
+            f"Unknown log format {log_format[:40]!r}; use json or text.",
+            field="format",
+        )
     if parse_flag(request.args.get("follow"), field="follow") or (
         request.accept_mimetypes.best == "text/event-stream"
     ):
@@ -253,7 +260,7 @@ def get_log(build_id: str) -> Any:
             start = int(resume)
         return stream_log(build_id, start)
     lines, finished = service().read_log(build_id, start=start)
-    if request.args.get("format") == "text":
+    if log_format == "text":
         response = Response(
             "".join(line + "\n" for line in lines), mimetype="text/plain"
         )

@@ -1,0 +1,107 @@
+"""Requests the API refuses or answers by their shape, on the real app over a SQLite
+ledger, with stand-ins for the Redis queue and locks: nothing here needs a node."""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import pytest
+from flask.testing import FlaskClient
+
+from farm.buildspec import GitSource, parse_spec
+from farm.config import Settings
+from farm.ledger import BuildLedger
+from farm.models import BuildState
+from farm.tokens import TokenService
+from web.app import create_app
+
+
+class SentQueue:
+    def __init__(self) -> None:
+        self.sent: list[str] = []
+
+    def enqueue(self, build_id: str, *, queue: str, priority: str = "normal") -> None:
+        self.sent.append(build_id)
+
+
+class NoLocks:
+    @contextmanager
+    def locked(self, name: str, *, seconds: int):
+        yield
+
+
+@dataclass
+class Api:
+    client: FlaskClient
+    ledger: BuildLedger
+    queue: SentQueue
+    token: str
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
+
+    def get(self, path: str, **kwargs):
+        return self.client.get(path, headers=self.headers, **kwargs)
+
+
+@pytest.fixture
+def api(tmp_path) -> Api:
+    url = f"sqlite:///{tmp_path}/farm.db"
+    ledger = BuildLedger.from_url(url)
+    ledger.create_tables()
+    _, token = TokenService(ledger).create("someone", ["submit"])
+    # Nothing listens on port 1: a call that reached Redis would fail loudly.
+    app = create_app(
+        Settings(database_url=url, secret_key="x", redis_url="redis://127.0.0.1:1/0")
+    )
+    service = app.extensions["farm"]
+    queue = SentQueue()
+    service.queue, service.live = queue, NoLocks()
+    return Api(app.test_client(), service.ledger, queue, token)
+
+
+def ended_build(ledger: BuildLedger, log: str) -> str:
+    spec = parse_spec({}, GitSource(url="https://git.example.org/a.git", ref="main"))
+    build = ledger.create(spec, queue="builds")
+    ledger.claim(build.id, worker="w")
+    ledger.finish(build.id, BuildState.SUCCEEDED, log_text=log)
+    return build.id
+
+
+@pytest.mark.parametrize("asked", [None, "", "json"])
+def test_the_log_is_json_by_default_and_when_asked(api, asked):
+    build_id = ended_build(api.ledger, "one\ntwo\n")
+    query = {} if asked is None else {"format": asked}
+    answer = api.get(f"/api/v1/builds/{build_id}/log", query_string=query)
+    assert answer.status_code == 200
+    assert answer.json == {
+        "lines": ["one", "two"],
+        "start": 0,
+        "next": 2,
+        "finished": True,
+    }
+
+
+def test_the_log_is_plain_text_when_asked(api):
+    build_id = ended_build(api.ledger, "one\ntwo\n")
+    answer = api.get(f"/api/v1/builds/{build_id}/log?format=text&start=1")
+    assert answer.status_code == 200
+    assert answer.mimetype == "text/plain"
+    assert answer.text == "two\n"
+    assert answer.headers["X-Farm-Next-Line"] == "2"
+
+
+@pytest.mark.parametrize("asked", ["xml", "TEXT", "html", "x" * 500])
+@pytest.mark.parametrize("follow", [False, True])
+def test_an_unknown_log_format_is_refused(api, asked, follow):
+    build_id = ended_build(api.ledger, "one\n")
+    query = {"format": asked, **({"follow": "1"} if follow else {})}
+    answer = api.get(f"/api/v1/builds/{build_id}/log", query_string=query)
+    assert answer.status_code == 400
+    error = answer.json["error"]
+    assert error["code"] == "invalid_request"
+    assert error["details"] == {"field": "format"}
+    assert "json or text" in error["message"]
+    assert len(error["message"]) < 200
