@@ -3,6 +3,10 @@ ledger, with stand-ins for the Redis queue and locks: nothing here needs a node.
 
 from __future__ import annotations
 
+import hashlib
+import io
+import json
+import tarfile
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -11,6 +15,7 @@ from flask.testing import FlaskClient
 
 from farm.buildspec import GitSource, parse_spec
 from farm.config import Settings
+from farm.errors import NotFound
 from farm.ledger import BuildLedger
 from farm.models import BuildState
 from farm.tokens import TokenService
@@ -45,6 +50,19 @@ class Api:
     def get(self, path: str, **kwargs):
         return self.client.get(path, headers=self.headers, **kwargs)
 
+    def post(self, path: str, **kwargs):
+        return self.client.post(path, headers=self.headers, **kwargs)
+
+    def recorded(self) -> int:
+        return sum(self.ledger.count_by_state().values())
+
+    def archive_kept(self, content: bytes) -> bool:
+        try:
+            self.ledger.load_archive(hashlib.sha256(content).hexdigest())
+        except NotFound:
+            return False
+        return True
+
 
 @pytest.fixture
 def api(tmp_path) -> Api:
@@ -60,6 +78,15 @@ def api(tmp_path) -> Api:
     queue = SentQueue()
     service.queue, service.live = queue, NoLocks()
     return Api(app.test_client(), service.ledger, queue, token)
+
+
+def source_archive(dockerfile: str = "FROM scratch\n") -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz", format=tarfile.GNU_FORMAT) as tar:
+        info = tarfile.TarInfo("Dockerfile")
+        info.size = len(dockerfile.encode())
+        tar.addfile(info, io.BytesIO(dockerfile.encode()))
+    return buffer.getvalue()
 
 
 def ended_build(ledger: BuildLedger, log: str) -> str:
@@ -105,3 +132,56 @@ def test_an_unknown_log_format_is_refused(api, asked, follow):
     assert error["details"] == {"field": "format"}
     assert "json or text" in error["message"]
     assert len(error["message"]) < 200
+
+
+def test_an_overlong_group_name_is_refused_not_cut(api):
+    # A loopback address is refused without any lookup, but only after the name
+    # would have been checked: nothing here leaves the machine.
+    answer = api.post(
+        "/api/v1/groups",
+        json={
+            "git_url": "https://127.0.0.1/a.git",
+            "name": "n" * 129,
+            "images": [{"name": "web"}],
+        },
+    )
+    assert answer.status_code == 400
+    error = answer.json["error"]
+    assert error["code"] == "invalid_request"
+    assert error["details"] == {"field": "name"}
+    assert "longer than 128 characters" in error["message"]
+    assert api.recorded() == 0 and api.queue.sent == []
+
+
+def test_an_overlong_group_name_in_a_form_is_refused_and_nothing_kept(api):
+    content = source_archive()
+    group = {"name": "ü" * 129, "images": [{"name": "web"}]}
+    answer = api.post(
+        "/api/v1/groups",
+        data={
+            "archive": (io.BytesIO(content), "src.tar.gz"),
+            "group": json.dumps(group),
+        },
+        content_type="multipart/form-data",
+    )
+    assert answer.status_code == 400
+    error = answer.json["error"]
+    assert error["details"] == {"field": "name"}
+    assert "longer than 128 characters" in error["message"]
+    assert api.recorded() == 0 and api.queue.sent == []
+    assert not api.archive_kept(content)
+
+
+def test_a_group_name_at_the_limit_is_kept_whole(api):
+    group = {"name": "ü" * 128, "images": [{"name": "web"}]}
+    answer = api.post(
+        "/api/v1/groups",
+        data={
+            "archive": (io.BytesIO(source_archive()), "src.tar.gz"),
+            "group": json.dumps(group),
+        },
+        content_type="multipart/form-data",
+    )
+    assert answer.status_code == 202, answer.json
+    assert answer.json["name"] == "ü" * 128
+    assert len(api.queue.sent) == 1
