@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from flask import Blueprint, Response, current_app, g, jsonify, request, url_for
-from werkzeug.datastructures import MultiDict
+from werkzeug.datastructures import FileStorage, MultiDict
 
 from farm.builds import BuildService, Submission, describe_build
 from farm.buildspec import BUILD_OPTION_FIELDS, reject_unknown_fields
@@ -57,7 +57,7 @@ def submit_build() -> Any:
 
 def _submit_build() -> tuple[Response, str]:
     if request.mimetype == "multipart/form-data":
-        submission = submit_from_form(request.form, request.files.get("archive"))
+        submission = submit_from_form(request.form, one_upload("archive"))
     else:
         data = request.get_json(silent=True)
         if not isinstance(data, dict):
@@ -132,6 +132,15 @@ def request_fingerprint() -> str:
     if body is None:
         body = hashlib.sha256(request.get_data()).hexdigest()
     return fingerprint({"path": request.path, "json": body})
+
+
+def one_upload(name: str) -> FileStorage | None:
+    """The file a multipart request sends as ``name``, if any. Two or more are
+    refused: which one to build would be a guess."""
+    uploads = request.files.getlist(name)
+    if len(uploads) > 1:
+        raise InvalidRequest(f"Send one '{name}' file, not {len(uploads)}.", field=name)
+    return uploads[0] if uploads else None
 
 
 def parse_flag(value: Any, *, field: str) -> bool:
@@ -362,7 +371,7 @@ def _submit_group() -> tuple[Response, str]:
             raise InvalidRequest(
                 "The 'group' field is not valid JSON.", field="group"
             ) from exc
-        archive = request.files.get("archive")
+        archive = one_upload("archive")
         if not isinstance(payload, dict) or archive is None:
             raise InvalidRequest("Send an 'archive' file and a 'group' JSON object.")
         reject_unknown_fields(payload, GROUP_FIELDS)

@@ -19,6 +19,7 @@ from farm.errors import NotFound
 from farm.ledger import BuildLedger
 from farm.models import BuildState
 from farm.tokens import TokenService
+from tests.web.test_page_forms import csrf_of, sign_in
 from web.app import create_app
 
 
@@ -185,3 +186,61 @@ def test_a_group_name_at_the_limit_is_kept_whole(api):
     assert answer.status_code == 202, answer.json
     assert answer.json["name"] == "ü" * 128
     assert len(api.queue.sent) == 1
+
+
+@pytest.mark.parametrize("path", ["/api/v1/builds", "/api/v1/groups"])
+def test_two_archives_in_one_upload_are_refused_and_nothing_kept(api, path):
+    first, second = source_archive(), source_archive("FROM scratch\nLABEL a=b\n")
+    form = {
+        "archive": [
+            (io.BytesIO(first), "one.tar.gz"),
+            (io.BytesIO(second), "two.tar.gz"),
+        ]
+    }
+    if path.endswith("groups"):
+        form["group"] = json.dumps({"images": [{"name": "web"}]})
+    answer = api.post(path, data=form, content_type="multipart/form-data")
+    assert answer.status_code == 400
+    error = answer.json["error"]
+    assert error["code"] == "invalid_request"
+    assert error["details"] == {"field": "archive"}
+    assert error["message"] == "Send one 'archive' file, not 2."
+    assert api.recorded() == 0 and api.queue.sent == []
+    assert not api.archive_kept(first) and not api.archive_kept(second)
+
+
+def test_one_archive_in_an_upload_is_built(api):
+    content = source_archive()
+    answer = api.post(
+        "/api/v1/builds",
+        data={"archive": (io.BytesIO(content), "one.tar.gz")},
+        content_type="multipart/form-data",
+    )
+    assert answer.status_code == 202, answer.json
+    assert api.queue.sent == [answer.json["id"]]
+    assert api.archive_kept(content)
+
+
+def test_two_archives_in_the_build_form_are_refused_beside_the_field(api):
+    sign_in(api.client, api.token, "/")
+    first, second = source_archive(), source_archive("FROM scratch\nLABEL a=b\n")
+    answer = api.client.post(
+        "/builds/new",
+        data={
+            "csrf_token": csrf_of(api.client.get("/builds/new")),
+            "source": "archive",
+            "archive": [
+                (io.BytesIO(first), "one.tar.gz"),
+                (io.BytesIO(second), "two.tar.gz"),
+            ],
+            "context": ".",
+            "dockerfile": "Dockerfile",
+            "queue": "builds",
+            "priority": "normal",
+        },
+        content_type="multipart/form-data",
+    )
+    assert answer.status_code == 400
+    assert "Send one &#39;archive&#39; file, not 2." in answer.text
+    assert api.recorded() == 0 and api.queue.sent == []
+    assert not api.archive_kept(first) and not api.archive_kept(second)
