@@ -20,7 +20,7 @@ from farm.ledger import BuildLedger
 from farm.models import BuildState
 from farm.tokens import TokenService
 from tests.web.test_page_forms import csrf_of, sign_in
-from web.app import create_app
+from web.app import MAX_URL_BYTES, create_app
 
 
 class SentQueue:
@@ -244,3 +244,44 @@ def test_two_archives_in_the_build_form_are_refused_beside_the_field(api):
     assert "Send one &#39;archive&#39; file, not 2." in answer.text
     assert api.recorded() == 0 and api.queue.sent == []
     assert not api.archive_kept(first) and not api.archive_kept(second)
+
+
+def url_of_length(path: str, length: int) -> str:
+    prefix = f"{path}?project="
+    return prefix + "x" * (length - len(prefix))
+
+
+@pytest.mark.parametrize("token", [True, False])
+def test_a_url_over_the_limit_is_refused_in_the_api_shape(api, token):
+    url = url_of_length("/api/v1/builds", MAX_URL_BYTES + 1)
+    headers = api.headers if token else {}
+    answer = api.client.get(url, headers=headers)
+    assert answer.status_code == 414
+    error = answer.json["error"]
+    assert error["code"] == "uri_too_long"
+    assert error["details"] == {"limit": MAX_URL_BYTES}
+    assert f"at most {MAX_URL_BYTES} bytes" in error["message"]
+    # Refused before anything else is asked: the same for a route that is none.
+    answer = api.client.post(url_of_length("/api/v1/nowhere", 20_000))
+    assert (answer.status_code, answer.json["error"]["code"]) == (414, "uri_too_long")
+
+
+def test_a_url_at_the_limit_is_read(api):
+    answer = api.get(url_of_length("/api/v1/builds", MAX_URL_BYTES))
+    assert answer.status_code == 200, answer.json
+
+
+def test_the_url_is_measured_as_sent_not_as_decoded(api):
+    quoted = "/api/v1/builds?project=" + "%41" * (MAX_URL_BYTES // 3)
+    answer = api.get(quoted)
+    assert answer.status_code == 414
+    assert answer.json["error"]["code"] == "uri_too_long"
+
+
+def test_a_page_url_over_the_limit_gets_a_readable_page(api):
+    answer = api.client.get(url_of_length("/", MAX_URL_BYTES + 1))
+    assert answer.status_code == 414
+    assert answer.mimetype == "text/html"
+    assert f"this farm reads URLs (path and query) of at most {MAX_URL_BYTES}" in (
+        answer.text
+    )
