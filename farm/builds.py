@@ -379,8 +379,16 @@ class BuildService:
         )
         nodes = "1 node" if len(serving) == 1 else f"{len(serving)} nodes"
         busy = "is busy" if len(serving) == 1 else "are busy"
+        engines_down = all(
+            info.get("engine", "ok") != "ok" for info in serving.values()
+        )
         if not serving:
             reason = f"No live node serves queue '{build.queue}'."
+        elif engines_down:
+            reason = (
+                f"{ahead}; every node serving '{build.queue}' has its engine down; "
+                "it waits for one to come back."
+            )
         elif position is None:
             reason = "A node has taken it and is about to start it."
         elif running >= slots:

@@ -48,6 +48,13 @@ class PayloadTooLarge(InvalidRequest):
     status = 413
 
 
+class UriTooLong(InvalidRequest):
+    """The request's URL (path and query) is longer than the web app reads."""
+
+    code = "uri_too_long"
+    status = 414
+
+
 class NotFound(FarmError):
     code = "not_found"
     status = 404

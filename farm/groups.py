@@ -34,6 +34,7 @@ from farm.smoke import (
 logger = logging.getLogger(__name__)
 
 MAX_IMAGES = 20
+MAX_NAME_CHARS = 128
 IMAGE_FIELDS = BUILD_OPTION_FIELDS | {"name", "smoke"}
 _IMAGE_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
 
@@ -86,8 +87,14 @@ class GroupService:
         self, payload: Mapping[str, Any], source: Source
     ) -> tuple[list[tuple[str, BuildSpec, tuple[str, str]]], dict[str, Any] | None]:
         """Check every image before anything is recorded: all of them or none."""
-        if not isinstance(payload.get("name") or "", str):
+        name = payload.get("name") or ""
+        if not isinstance(name, str):
             raise InvalidRequest("The group's 'name' must be a string.", field="name")
+        if len(name) > MAX_NAME_CHARS:
+            raise InvalidRequest(
+                f"The group's 'name' is longer than {MAX_NAME_CHARS} characters.",
+                field="name",
+            )
         images = payload.get("images")
         if not isinstance(images, list) or not 1 <= len(images) <= MAX_IMAGES:
             raise InvalidRequest(
@@ -144,7 +151,7 @@ class GroupService:
             )
         group = BuildGroup(
             id=new_build_id(),
-            name=str(payload.get("name") or "")[:128],
+            name=str(payload.get("name") or ""),
             members=members,
             smoke=smoke,
             smoke_state=SmokeState.PENDING if smoke else None,

@@ -1,12 +1,12 @@
 """Build args that hold secrets: which they are, and masking their values.
 
 A build arg is taken for a secret when its name says so (``NPM_TOKEN``,
-``DB_PASSWORD``, ``AWS_SECRET_ACCESS_KEY``, ``SSH_KEY``, ...), its value is a URL
-with a password in it, or an operator lists it in ``FARM_SECRET_ARGS``. Its value
-is masked wherever the farm shows it: API answers, pages, callbacks, logs and error
-messages. The build record keeps the value, since a retry builds with it again;
-build args also stay in the image's own history, so a warning says to pass secrets
-another way.
+``DB_PASSWORD``, ``DB_PW``, ``AWS_SECRET_ACCESS_KEY``, ``SSH_KEY``, ...), its value
+is a URL with a password in it, or an operator lists it in ``FARM_SECRET_ARGS``. Its
+value is masked wherever the farm shows it: API answers, pages, callbacks, logs and
+error messages. The build record keeps the value, since a retry builds with it
+again; build args also stay in the image's own history, so a warning says to pass
+secrets another way.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ MASK = "***"
 MIN_MASKED_CHARS = 4
 SECRET_NAME = re.compile(
     r"(PASS(WORD|WD)?|SECRET|TOKEN|API_?KEY|PRIVATE|ACCESS_?KEY|CREDENTIAL|AUTH"
-    r"|(^|_)KEYS?($|_)|(^|_)DSN($|_)|CONNECTION_?STRING)",
+    r"|(^|_)KEYS?($|_)|(^|_)DSN($|_)|(^|_)PW($|_)|CONNECTION_?STRING)",
     re.IGNORECASE,
 )
 # A URL carrying a password (postgres://app:pw@db/app) is a secret whatever its name.

@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from flask import Blueprint, Response, current_app, g, jsonify, request, url_for
-from werkzeug.datastructures import MultiDict
+from werkzeug.datastructures import FileStorage, MultiDict
 
 from farm.builds import BuildService, Submission, describe_build
 from farm.buildspec import BUILD_OPTION_FIELDS, reject_unknown_fields
@@ -30,6 +30,7 @@ SSE_KEEPALIVE_SECONDS = 2
 JSON_FIELDS = BUILD_OPTION_FIELDS | {"callback_url", "reuse", "git_url", "git_ref"}
 GROUP_FIELDS = {"name", "images", "smoke_test"}
 FORM_FIELDS = JSON_FIELDS | {"build_arg", "tag"}
+LOG_FORMATS = ("json", "text")
 
 
 def service() -> BuildService:
@@ -56,7 +57,7 @@ def submit_build() -> Any:
 
 def _submit_build() -> tuple[Response, str]:
     if request.mimetype == "multipart/form-data":
-        submission = submit_from_form(request.form, request.files.get("archive"))
+        submission = submit_from_form(request.form, one_upload("archive"))
     else:
         data = request.get_json(silent=True)
         if not isinstance(data, dict):
@@ -131,6 +132,15 @@ def request_fingerprint() -> str:
     if body is None:
         body = hashlib.sha256(request.get_data()).hexdigest()
     return fingerprint({"path": request.path, "json": body})
+
+
+def one_upload(name: str) -> FileStorage | None:
+    """The file a multipart request sends as ``name``, if any. Two or more are
+    refused: which one to build would be a guess."""
+    uploads = request.files.getlist(name)
+    if len(uploads) > 1:
+        raise InvalidRequest(f"Send one '{name}' file, not {len(uploads)}.", field=name)
+    return uploads[0] if uploads else None
 
 
 def parse_flag(value: Any, *, field: str) -> bool:
@@ -245,6 +255,12 @@ def get_log(build_id: str) -> Any:
     """The log from line ``start``: JSON, plain text, or with ``follow=1`` (or
     ``Accept: text/event-stream``) Server-Sent Events until the build ends."""
     start = _int_arg("start", 0, maximum=10**9)
+    log_format = request.args.get("format") or "json"
+    if log_format not in LOG_FORMATS:
+        raise InvalidRequest(
+            f"Unknown log format {log_format[:40]!r}; use json or text.",
+            field="format",
+        )
     if parse_flag(request.args.get("follow"), field="follow") or (
         request.accept_mimetypes.best == "text/event-stream"
     ):
@@ -253,7 +269,7 @@ def get_log(build_id: str) -> Any:
             start = int(resume)
         return stream_log(build_id, start)
     lines, finished = service().read_log(build_id, start=start)
-    if request.args.get("format") == "text":
+    if log_format == "text":
         response = Response(
             "".join(line + "\n" for line in lines), mimetype="text/plain"
         )
@@ -355,7 +371,7 @@ def _submit_group() -> tuple[Response, str]:
             raise InvalidRequest(
                 "The 'group' field is not valid JSON.", field="group"
             ) from exc
-        archive = request.files.get("archive")
+        archive = one_upload("archive")
         if not isinstance(payload, dict) or archive is None:
             raise InvalidRequest("Send an 'archive' file and a 'group' JSON object.")
         reject_unknown_fields(payload, GROUP_FIELDS)

@@ -7,6 +7,7 @@ import secrets
 import threading
 from importlib import resources
 from typing import Any
+from urllib.parse import quote
 
 import yaml
 from flask import Flask, Response, current_app, jsonify, request
@@ -16,7 +17,7 @@ from werkzeug.exceptions import HTTPException
 
 from farm.builds import BuildService
 from farm.config import Settings
-from farm.errors import FarmError
+from farm.errors import FarmError, UriTooLong
 from farm.groups import GroupService
 from farm.hooks import HookService
 from farm.idempotency import IdempotencyKeys
@@ -30,6 +31,10 @@ logger = logging.getLogger(__name__)
 # Room for the form fields that travel with an uploaded archive.
 FORM_OVERHEAD_BYTES = 1024 * 1024
 RETRY_AFTER_SECONDS = 5
+# The longest URL (path and query, as sent) the app reads. The server in front
+# (farm.cli.serve) has no request-line limit of its own, so that a longer one is
+# refused here, in the API's own shape, rather than with the server's page.
+MAX_URL_BYTES = 8192
 
 
 def create_app(settings: Settings | None = None) -> Flask:
@@ -55,6 +60,8 @@ def create_app(settings: Settings | None = None) -> Flask:
     )
     app.extensions["farm.settings"] = settings
     app.extensions["farm.metrics"] = make_registry(FarmCollector(service))
+    # A URL too long to read is refused before anything else, even who asks.
+    app.before_request(refuse_long_url)
     # Who asks is checked before the form's CSRF token: a stranger is sent to sign
     # in, or told 401/403, rather than told the form is stale.
     init_auth(app, TokenService(service.ledger), public=settings.public)
@@ -104,6 +111,23 @@ def check_health() -> Any:
     healthy = all(value == "ok" for value in results.values())
     body = {"status": "ok" if healthy else "unavailable", "checks": results}
     return jsonify(body), 200 if healthy else 503
+
+
+def refuse_long_url() -> None:
+    """Refuse (414) a request whose URL, path and query as sent, is longer than
+    :data:`MAX_URL_BYTES`."""
+    environ = request.environ
+    raw = environ.get("RAW_URI") or environ.get("REQUEST_URI")
+    if raw is None:  # a server that does not pass the URL as it was sent
+        path = quote(environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", ""))
+        query = environ.get("QUERY_STRING", "")
+        raw = f"{path}?{query}" if query else path
+    if len(raw) > MAX_URL_BYTES:
+        raise UriTooLong(
+            f"The URL is {len(raw)} bytes long; this farm reads URLs (path and "
+            f"query) of at most {MAX_URL_BYTES} bytes.",
+            limit=MAX_URL_BYTES,
+        )
 
 
 def wants_json() -> bool:

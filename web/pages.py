@@ -17,6 +17,7 @@ from flask import (
 from farm.builds import BuildService, Submission, describe_build
 from farm.errors import InvalidRequest
 from farm.models import BuildState
+from web.api import one_upload
 from web.forms import ActionForm, SubmitBuildForm
 
 blueprint = Blueprint("pages", __name__)
@@ -99,6 +100,7 @@ def submit_form(form: SubmitBuildForm) -> Submission:
         "priority": form.priority.data,
     }
     if form.source.data == "archive":
+        one_upload("archive")  # the form's field takes the first of several
         upload = form.archive.data
         if upload is None or not upload.filename:
             raise InvalidRequest("Choose a .tar.gz file to upload.", field="archive")

@@ -63,6 +63,14 @@ def web(bind: str, threads: int) -> None:
             "worker_class": "gthread",
             "timeout": 120,
             "accesslog": "-",
+            # No request-line limit here (0): the app refuses a URL over its own
+            # limit (web.app.MAX_URL_BYTES) with a 414 in the API's shape rather
+            # than this server's page. The server still reads the whole request
+            # line first. Headers keep the server's limits: 100 fields of at most
+            # 8190 bytes each.
+            "limit_request_line": 0,
+            "limit_request_fields": 100,
+            "limit_request_field_size": 8190,
         },
     ).run()
 

@@ -131,6 +131,46 @@ def test_identical_inputs_join_the_active_build_and_reuse_a_finished_one(tmp_pat
     assert fresh.outcome == "joined" and fresh.build.id == urgent.build.id
 
 
+class WaitingQueue(SentQueue):
+    def ahead(self, queue: str, build_id: str) -> list[str] | None:
+        return [] if build_id in self.sent else None
+
+
+class Nodes(NoLocks):
+    def __init__(self, engines: dict[str, str]) -> None:
+        self.engines = engines
+
+    def workers(self) -> dict[str, dict]:
+        return {
+            name: {"queues": ["builds"], "slots": 1, "engine": engine, "up": True}
+            for name, engine in self.engines.items()
+        }
+
+
+@pytest.mark.parametrize(
+    ("engines", "said"),
+    [
+        ({"a": "Cannot connect", "b": "timed out"}, "every node serving 'builds' has"),
+        ({"a": "Cannot connect", "b": "ok"}, "a node is about to take it"),
+        ({"a": "ok"}, "a node is about to take it"),
+        ({}, "No live node serves queue 'builds'"),
+    ],
+)
+def test_a_queued_build_says_when_every_engine_serving_it_is_down(
+    tmp_path, engines, said
+):
+    service = make_service(tmp_path, WaitingQueue())
+    service.live = Nodes(engines)
+    build = service.submit_git({}, url="https://git.example.org/a.git", ref="main")
+    waiting = service.waiting(build.build)
+    assert said in waiting["reason"]
+    if said.startswith("every"):
+        assert waiting["reason"] == (
+            "It is next; every node serving 'builds' has its engine down; it waits "
+            "for one to come back."
+        )
+
+
 def test_stages_summarise_their_steps():
     steps = [
         {"stage": None, "internal": True, "instruction": None},

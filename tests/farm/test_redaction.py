@@ -50,3 +50,23 @@ def test_keys_and_urls_with_passwords_are_secret_too():
         "SENTRY_DSN",
         "SSH_KEY",
     ]
+
+
+def test_pw_as_a_word_of_the_name_is_secret():
+    args = {
+        "PW": "a",
+        "DB_PW": "b",
+        "smtp_pw": "c",
+        "PW_FILE_CONTENT": "d",
+        "LDAP_PW_HASH": "e",
+        "PWD": "f",  # the shell's working directory, not a password
+        "NPWORKERS": "g",  # PW inside a word says nothing
+        "UPWARD": "h",
+    }
+    assert secret_arg_names(args) == [
+        "DB_PW",
+        "LDAP_PW_HASH",
+        "PW",
+        "PW_FILE_CONTENT",
+        "smtp_pw",
+    ]

@@ -16,6 +16,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
+import requests
 
 from farm.ledger import BuildLedger
 from farm.local.stack import LocalFarm
@@ -245,3 +246,32 @@ def test_the_shims_do_see_git_when_a_request_is_fine(hostile_farm, shims):
     )
     assert answer.status_code in {400, 422}, answer.text
     assert " ls-remote -- file:///tmp/" in (shims / "calls.log").read_text()
+
+
+@pytest.mark.parametrize("length", [4_100, 9_000, 100_000])
+def test_an_overlong_url_is_refused_by_the_app_in_its_own_shape(hostile_farm, length):
+    """Past the server's own request-line limit too: the answer is the API's JSON
+    (or, for a page, the farm's error page), never the server's."""
+    web = hostile_farm.web_url
+    query = "?project=" + "x" * length
+    answer = hostile_farm.api_session().get(f"{web}/api/v1/builds{query}", timeout=30)
+    if length + len("/api/v1/builds") <= 8192:
+        assert answer.status_code == 200, answer.text[:300]
+    else:
+        assert answer.status_code == 414, answer.text[:300]
+        assert answer.json()["error"]["code"] == "uri_too_long"
+        page = requests.get(f"{web}/{query}", timeout=30)  # no token: a browser
+        assert page.status_code == 414
+        assert page.headers["Content-Type"].startswith("text/html")
+        assert "this farm reads URLs (path and query) of at most 8192" in page.text
+
+
+def test_overlong_headers_are_still_refused_by_the_server(hostile_farm):
+    http = hostile_farm.api_session()
+    api = f"{hostile_farm.web_url}/api/v1/builds"
+    answer = http.get(api, headers={"X-Padding": "x" * 9_000}, timeout=30)
+    assert 400 <= answer.status_code < 500, answer.status_code
+    many = {f"X-Padding-{n}": "x" for n in range(120)}
+    answer = http.get(api, headers=many, timeout=30)
+    assert 400 <= answer.status_code < 500, answer.status_code
+    assert http.get(api, timeout=30).status_code == 200
