@@ -345,4 +345,20 @@ def test_builds_in_the_stack_reach_none_of_its_services(stack):
         f"ADD http://{web_ip}:8000/healthz /x-{marker}\n",
     )
     assert build["state"] == "failed"
-    assert "connection refused" in (build["error"] or "") + "\n".join(log), log[-10:]
+    said = json.dumps(build["error"]) + "\n".join(log)
+    assert "connection refused" in said, said[-1500:]
+
+    # The examples' package installs looked names up: every lookup went to
+    # FARM_ENGINE_DNS, whichever resolver the engine gave its build containers.
+    redirected = 0
+    for engine in ("engine-1", "engine-2"):
+        table = compose(
+            stack["env"], "exec", "-T", engine, "iptables", "-t", "nat", "-L",
+            "PREROUTING", "-n", "-v", "-x",
+        )  # fmt: skip
+        redirected += sum(
+            int(line.split()[0])
+            for line in table.splitlines()
+            if "DNAT" in line and "dpt:53" in line
+        )
+    assert redirected > 0

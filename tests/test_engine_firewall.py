@@ -75,9 +75,9 @@ def run_firewall(
     )
 
 
-def iptables_rules(name: str) -> str:
+def iptables_rules(name: str, table: str = "filter") -> str:
     return subprocess.run(
-        ["ip", "netns", "exec", name, "iptables", "-S"],
+        ["ip", "netns", "exec", name, "iptables", "-t", table, "-S"],
         capture_output=True,
         text=True,
         check=True,
@@ -111,12 +111,20 @@ def test_the_engine_reaches_the_registry_only_and_other_users_are_untouched(netn
     assert "-A FARM-BUILDS -o br-+ -j RETURN" in rules
     assert "-d 10.9.9.9/32 -p udp -m udp --dport 53 -j RETURN" in rules
     assert "-A FARM-BUILDS -d 172.16.0.0/12 -j REJECT" in rules
+    # Whatever resolver a build was given, its lookups go to the name server.
+    nat = iptables_rules(name, "nat")
+    for bridge in ("docker0", "br-+"):
+        for proto in ("udp", "tcp"):
+            assert (
+                f"-A PREROUTING -i {bridge} -p {proto} -m {proto} --dport 53 "
+                "-j DNAT --to-destination 10.9.9.9:53"
+            ) in nat
 
     # Run again (a restarted container): the same rules, not twice over.
     again = run_firewall(name, {"FARM_REGISTRY": "127.0.0.1:5000"}, "true")
     assert again.returncode == 0, again.stderr
-    rules_again = iptables_rules(name)
-    assert sorted(rules_again.splitlines()) == sorted(rules.splitlines())
+    assert sorted(iptables_rules(name).splitlines()) == sorted(rules.splitlines())
+    assert sorted(iptables_rules(name, "nat").splitlines()) == sorted(nat.splitlines())
 
 
 def test_a_loopback_resolver_needs_name_servers_for_builds(netns):

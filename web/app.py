@@ -31,10 +31,10 @@ logger = logging.getLogger(__name__)
 # Room for the form fields that travel with an uploaded archive.
 FORM_OVERHEAD_BYTES = 1024 * 1024
 RETRY_AFTER_SECONDS = 5
-# The longest URL (path and query, as sent) the app reads. The server in front
-# (farm.cli.serve) has no request-line limit of its own, so that a longer one is
-# refused here, in the API's own shape, rather than with the server's page.
-MAX_URL_BYTES = 8192
+# The longest URL (path and query, as sent) the app reads: a longer one is refused
+# in the API's own shape (or with the farm's page). Below the server's request-line
+# limit (farm.cli.serve), which refuses longer lines still, in JSON, unread.
+MAX_URL_BYTES = 8000
 
 
 def create_app(settings: Settings | None = None) -> Flask:

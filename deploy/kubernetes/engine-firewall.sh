@@ -86,6 +86,17 @@ refuse_private FARM-BUILDS
 iptables -N DOCKER-USER 2>/dev/null || :
 iptables -D DOCKER-USER -j FARM-BUILDS 2>/dev/null || :
 iptables -I DOCKER-USER -j FARM-BUILDS
+# Name lookups from builds go to the builds' name server, whatever resolver a
+# build container was given: the engine's builder falls back to public resolvers
+# of its own where this container's resolver is a loopback one, and ignores --dns.
+first_name_server=$(printf '%s\n' $build_name_servers | head -n 1)
+for bridge in docker0 br-+; do
+  for proto in udp tcp; do
+    rule="-i $bridge -p $proto --dport 53 -j DNAT --to-destination $first_name_server:53"
+    iptables -t nat -D PREROUTING $rule 2>/dev/null || :
+    iptables -t nat -I PREROUTING $rule
+  done
+done
 # Builds reaching this container itself (the engine's own addresses).
 for bridge in docker0 br-+; do
   iptables -D INPUT -i "$bridge" -m conntrack --ctstate NEW -j REJECT 2>/dev/null || :

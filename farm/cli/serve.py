@@ -2,21 +2,52 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import signal
 import subprocess
 import sys
 import threading
+from contextlib import suppress
 from typing import Any
 
 import click
+from gunicorn import util
 from gunicorn.app.base import BaseApplication
+from gunicorn.http.errors import LimitRequestLine
+from gunicorn.workers.gthread import ThreadWorker
 
 from farm.config import Settings
+from farm.errors import UriTooLong
 
 logger = logging.getLogger(__name__)
 
 RESTART_SECONDS = 5
+# The longest request line the server reads (gunicorn's own ceiling): a longer
+# one is refused before it is all in memory.
+MAX_REQUEST_LINE_BYTES = 8190
+
+
+class FarmThreadWorker(ThreadWorker):  # type: ignore[misc]
+    """gunicorn's threaded worker, refusing a request line past its limit as the
+    API refuses anything: 414 with JSON ``uri_too_long``, not the server's page."""
+
+    def handle_error(self, req: Any, client: Any, addr: Any, exc: Exception) -> None:
+        if not isinstance(exc, LimitRequestLine):
+            super().handle_error(req, client, addr, exc)
+            return
+        self.log.warning("Request line too long from %s", (addr or ("",))[0])
+        message = (
+            "The URL is too long: this farm reads request lines of at most "
+            f"{MAX_REQUEST_LINE_BYTES} bytes."
+        )
+        body = json.dumps({"error": {"code": UriTooLong.code, "message": message}})
+        head = (
+            "HTTP/1.1 414 URI Too Long\r\nConnection: close\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+        )
+        with suppress(OSError):  # the client has gone
+            util.write_nonblock(client, (head + body).encode())
 
 
 class WebServer(BaseApplication):  # type: ignore[misc]
@@ -60,15 +91,13 @@ def web(bind: str, threads: int) -> None:
             "bind": bind,
             "workers": 1,
             "threads": threads,
-            "worker_class": "gthread",
+            "worker_class": FarmThreadWorker,
             "timeout": 120,
             "accesslog": "-",
-            # No request-line limit here (0): the app refuses a URL over its own
-            # limit (web.app.MAX_URL_BYTES) with a 414 in the API's shape rather
-            # than this server's page. The server still reads the whole request
-            # line first. Headers keep the server's limits: 100 fields of at most
-            # 8190 bytes each.
-            "limit_request_line": 0,
+            # A longer request line gets 414 from FarmThreadWorker; one within it
+            # but past web.app.MAX_URL_BYTES, from the app. Headers: 100 fields of
+            # at most 8190 bytes each.
+            "limit_request_line": MAX_REQUEST_LINE_BYTES,
             "limit_request_fields": 100,
             "limit_request_field_size": 8190,
         },
