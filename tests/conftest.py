@@ -204,6 +204,57 @@ def running(stack: LocalFarm) -> Iterator[LocalFarm]:
         stack.stop()
 
 
+@dataclass(frozen=True)
+class SessionServices:
+    """The session's Redis, registry, PostgreSQL and test engine, for tests that
+    start a farm of their own beside ``farm``: their own queue, nodes, settings."""
+
+    redis_url: str
+    registry: str
+    postgres_url: str
+    engine: str  # the test engine's name
+    tmp_path_factory: pytest.TempPathFactory
+
+    def farm(
+        self,
+        name: str,
+        *,
+        nodes: tuple[str | Node, ...],
+        env: dict[str, str] | None = None,
+        redis_url: str | None = None,
+    ) -> LocalFarm:
+        """A farm (not yet started) whose logs go to ``artifacts/<name>`` and whose
+        queue is ``name``; a node given by name alone builds on the test engine."""
+        return farm_on_session_services(
+            ARTIFACTS / name,
+            redis_url=redis_url or self.redis_url,
+            registry=self.registry,
+            postgres_url=self.postgres_url,
+            nodes=tuple(
+                Node(node, self.engine) if isinstance(node, str) else node
+                for node in nodes
+            ),
+            env={
+                "FARM_QUEUE": name,
+                "FARM_WORK_DIR": str(self.tmp_path_factory.mktemp("work")),
+                **(env or {}),
+            },
+        )
+
+
+@pytest.fixture(scope="session")
+def services(
+    redis_url: str,
+    registry: str,
+    postgres_url: str,
+    engine_url: str,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> SessionServices:
+    return SessionServices(
+        redis_url, registry, postgres_url, engine_url.split("/")[-2], tmp_path_factory
+    )
+
+
 def farm_on_session_services(
     state_dir: Path,
     *,

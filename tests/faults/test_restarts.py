@@ -26,7 +26,6 @@ from farm.queue import redis_lists
 from tests.conftest import (
     ARTIFACTS,
     dockerfile_archive,
-    farm_on_session_services,
     running,
 )
 from tests.faults.test_worker_kills import worker_child
@@ -64,26 +63,20 @@ def own_engine(registry, engine_url, tiny_image) -> Iterator[LocalEngine]:
 
 
 @pytest.fixture(scope="module")
-def restart_farm(
-    own_redis, own_engine, registry, postgres_url, engine_url, tmp_path_factory
-) -> Iterator[LocalFarm]:
+def restart_farm(services, own_redis, own_engine) -> Iterator[LocalFarm]:
     """Web and two workers over a Redis of their own; node restart-a builds on
     engine faults0 and alone serves queue engine-restart."""
-    stack = farm_on_session_services(
-        ARTIFACTS / "restarts",
+    stack = services.farm(
+        "restarts",
         redis_url=own_redis.url,
-        registry=registry,
-        postgres_url=postgres_url,
         nodes=(
             Node("restart-a", "faults0", queues="engine-restart"),
-            Node("restart-b", engine_url.split("/")[-2], queues=""),
+            Node("restart-b", services.engine, queues=""),
         ),
         env={
-            "FARM_QUEUE": "restarts",
             "FARM_QUEUES": "engine-restart",
             "FARM_REAP_INTERVAL_SECONDS": "2",
             "FARM_STAGE_CACHE": "false",
-            "FARM_WORK_DIR": str(tmp_path_factory.mktemp("work")),
         },
     )
     yield from running(stack)

@@ -11,11 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from farm.local.stack import LocalFarm, Node
+from farm.local.stack import LocalFarm
 from tests.conftest import (
     ARTIFACTS,
     dockerfile_archive,
-    farm_on_session_services,
     running,
 )
 
@@ -27,22 +26,11 @@ ENDED = {"succeeded", "failed", "cancelled"}
 
 
 @pytest.fixture(scope="module")
-def soak_farm(
-    redis_url, registry, postgres_url, engine_url, tmp_path_factory
-) -> Iterator[LocalFarm]:
-    engine = engine_url.split("/")[-2]
-    stack = farm_on_session_services(
-        ARTIFACTS / "soak",
-        redis_url=redis_url,
-        registry=registry,
-        postgres_url=postgres_url,
-        nodes=(Node("soak-a", engine), Node("soak-b", engine)),
-        env={
-            "FARM_QUEUE": "soak",
-            "FARM_WORKER_CONCURRENCY": "2",
-            "FARM_STAGE_CACHE": "false",
-            "FARM_WORK_DIR": str(tmp_path_factory.mktemp("work")),
-        },
+def soak_farm(services) -> Iterator[LocalFarm]:
+    stack = services.farm(
+        "soak",
+        nodes=("soak-a", "soak-b"),
+        env={"FARM_WORKER_CONCURRENCY": "2", "FARM_STAGE_CACHE": "false"},
     )
     yield from running(stack)
 

@@ -18,11 +18,10 @@ from pathlib import Path
 
 import pytest
 
-from farm.local.stack import LocalFarm, Node
+from farm.local.stack import LocalFarm
 from tests.conftest import (
     ARTIFACTS,
     dockerfile_archive,
-    farm_on_session_services,
     running,
 )
 
@@ -34,23 +33,15 @@ ENDED = {"succeeded", "failed", "cancelled"}
 
 
 @pytest.fixture(scope="module")
-def farm_of_two(
-    redis_url, registry, postgres_url, engine_url, tmp_path_factory
-) -> Iterator[LocalFarm]:
+def farm_of_two(services) -> Iterator[LocalFarm]:
     """Web and two one-slot workers on a queue of their own, sweeping every 2 s."""
-    engine = engine_url.split("/")[-2]
-    stack = farm_on_session_services(
-        ARTIFACTS / "worker-kills",
-        redis_url=redis_url,
-        registry=registry,
-        postgres_url=postgres_url,
-        nodes=(Node("kill-a", engine), Node("kill-b", engine)),
+    stack = services.farm(
+        "worker-kills",
+        nodes=("kill-a", "kill-b"),
         env={
-            "FARM_QUEUE": "worker-kills",
             "FARM_REAP_INTERVAL_SECONDS": "2",
             "FARM_WORKER_CONCURRENCY": "1",
             "FARM_STAGE_CACHE": "false",
-            "FARM_WORK_DIR": str(tmp_path_factory.mktemp("work")),
         },
     )
     yield from running(stack)

@@ -12,8 +12,8 @@ from pathlib import Path
 import docker
 import pytest
 
-from farm.local.stack import LocalFarm, Node
-from tests.conftest import ARTIFACTS, farm_on_session_services, running
+from farm.local.stack import LocalFarm
+from tests.conftest import running
 
 
 @pytest.fixture(scope="package")
@@ -30,24 +30,17 @@ def shims(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="package")
-def hostile_farm(
-    shims, redis_url, registry, postgres_url, engine_url, tmp_path_factory
-) -> Iterator[LocalFarm]:
+def hostile_farm(shims, services) -> Iterator[LocalFarm]:
     """Web and worker with the default policy: no allow list, nothing internal."""
-    stack = farm_on_session_services(
-        ARTIFACTS / "hostile",
-        redis_url=redis_url,
-        registry=registry,
-        postgres_url=postgres_url,
-        nodes=(Node("hostile-a", engine_url.split("/")[-2]),),
+    stack = services.farm(
+        "hostile",
+        nodes=("hostile-a",),
         env={
-            "FARM_QUEUE": "hostile",
             "FARM_GIT_HOSTS": "",
             "FARM_CALLBACK_HOSTS": "",
             # Only so the control below can make git run without any network;
             # file:// being refused by default is covered in tests/farm.
             "FARM_ALLOW_FILE_URLS": "true",
-            "FARM_WORK_DIR": str(tmp_path_factory.mktemp("work")),
             "PATH": f"{shims}:{os.environ['PATH']}",
         },
     )

@@ -19,12 +19,11 @@ from pathlib import Path
 import pytest
 
 from farm.local.process import free_port
-from farm.local.stack import LocalFarm, Node
+from farm.local.stack import LocalFarm
 from tests.conftest import (
     ARTIFACTS,
     RunningFarm,
     dockerfile_archive,
-    farm_on_session_services,
     running,
 )
 from tests.hostile.test_requests import assert_refused, count_builds
@@ -225,21 +224,12 @@ def test_a_git_sources_dockerfile_reaching_inside_fails_before_building(
 
 
 @pytest.fixture(scope="module")
-def open_farm(
-    redis_url, registry, postgres_url, engine_url, tmp_path_factory
-) -> Iterator[LocalFarm]:
+def open_farm(services) -> Iterator[LocalFarm]:
     """A farm whose operator lets builds reach private destinations."""
-    stack = farm_on_session_services(
-        ARTIFACTS / "open-destinations",
-        redis_url=redis_url,
-        registry=registry,
-        postgres_url=postgres_url,
-        nodes=(Node("open-a", engine_url.split("/")[-2]),),
-        env={
-            "FARM_QUEUE": "open-destinations",
-            "FARM_PRIVATE_DESTINATIONS": "true",
-            "FARM_WORK_DIR": str(tmp_path_factory.mktemp("work")),
-        },
+    stack = services.farm(
+        "open-destinations",
+        nodes=("open-a",),
+        env={"FARM_PRIVATE_DESTINATIONS": "true"},
     )
     yield from running(stack)
 

@@ -16,11 +16,9 @@ import docker
 import pytest
 import requests
 
-from farm.local.stack import LocalFarm, Node
+from farm.local.stack import LocalFarm
 from tests.conftest import (
-    ARTIFACTS,
     dockerfile_archive,
-    farm_on_session_services,
     running,
 )
 
@@ -31,20 +29,13 @@ LOG_LIMIT_BYTES = 100_000
 
 
 @pytest.fixture(scope="module")
-def limited_farm(
-    redis_url, registry, postgres_url, engine_url, tmp_path_factory
-) -> Iterator[LocalFarm]:
-    stack = farm_on_session_services(
-        ARTIFACTS / "time-limit",
-        redis_url=redis_url,
-        registry=registry,
-        postgres_url=postgres_url,
-        nodes=(Node("node-limit", engine_url.split("/")[-2]),),
+def limited_farm(services) -> Iterator[LocalFarm]:
+    stack = services.farm(
+        "time-limit",
+        nodes=("node-limit",),
         env={
-            "FARM_QUEUE": "time-limit",
             "FARM_BUILD_TIMEOUT_SECONDS": str(LIMIT_SECONDS),
             "FARM_MAX_LOG_BYTES": str(LOG_LIMIT_BYTES),
-            "FARM_WORK_DIR": str(tmp_path_factory.mktemp("work")),
         },
     )
     yield from running(stack)
@@ -142,22 +133,15 @@ def engine_free_bytes(engine_url) -> int:
 
 
 @pytest.fixture(scope="module")
-def disk_farm(
-    redis_url, registry, postgres_url, engine_url, engine_free_bytes, tmp_path_factory
-) -> Iterator[LocalFarm]:
+def disk_farm(services, engine_free_bytes) -> Iterator[LocalFarm]:
     """Its floor lies 400 MB under the free space now: writing 1 GB crosses it."""
-    stack = farm_on_session_services(
-        ARTIFACTS / "disk-limits",
-        redis_url=redis_url,
-        registry=registry,
-        postgres_url=postgres_url,
-        nodes=(Node("node-disk", engine_url.split("/")[-2]),),
+    stack = services.farm(
+        "disk-limits",
+        nodes=("node-disk",),
         env={
-            "FARM_QUEUE": "disk-limits",
             "FARM_MAX_IMAGE_BYTES": str(IMAGE_LIMIT_BYTES),
             "FARM_MIN_FREE_DISK_BYTES": str(engine_free_bytes - 400 * 1024**2),
             "FARM_STAGE_CACHE": "false",
-            "FARM_WORK_DIR": str(tmp_path_factory.mktemp("work")),
         },
     )
     yield from running(stack)

@@ -18,7 +18,6 @@ from tests.conftest import (
     ARTIFACTS,
     RunningFarm,
     dockerfile_archive,
-    farm_on_session_services,
     running,
 )
 
@@ -28,21 +27,14 @@ DRAIN_SECONDS = 10
 
 
 @pytest.fixture
-def draining_farm(
-    redis_url, registry, postgres_url, engine_url, tmp_path_factory
-) -> Iterator[LocalFarm]:
+def draining_farm(services) -> Iterator[LocalFarm]:
     """One node, drain-a, to begin with; the test starts drain-b later."""
-    stack = farm_on_session_services(
-        ARTIFACTS / "drain",
-        redis_url=redis_url,
-        registry=registry,
-        postgres_url=postgres_url,
-        nodes=(Node("drain-a", engine_url.split("/")[-2]),),
+    stack = services.farm(
+        "drain",
+        nodes=("drain-a",),
         env={
-            "FARM_QUEUE": "drain",
             "FARM_DRAIN_SECONDS": str(DRAIN_SECONDS),
             "FARM_REAP_INTERVAL_SECONDS": "2",
-            "FARM_WORK_DIR": str(tmp_path_factory.mktemp("work")),
         },
     )
     yield from running(stack)

@@ -13,7 +13,7 @@ import pytest
 
 from farm.local.engine import EngineLayout, LocalEngine
 from farm.local.stack import Node
-from tests.conftest import ARTIFACTS, farm_on_session_services
+from tests.conftest import running
 
 pytestmark = pytest.mark.integration
 
@@ -54,22 +54,9 @@ def second_engine(registry, engine_url, tiny_image) -> Iterator[str]:
 
 
 @pytest.fixture(scope="module")
-def node_b(redis_url, registry, postgres_url, second_engine, tmp_path_factory):
+def node_b(services, second_engine):
     """A second node: its own worker on engine test1, fed by its own web and queue."""
-    stack = farm_on_session_services(
-        ARTIFACTS / "node-b",
-        redis_url=redis_url,
-        registry=registry,
-        postgres_url=postgres_url,
-        nodes=(Node("node-b", "test1"),),
-        env={
-            "FARM_QUEUE": "node-b",
-            "FARM_WORK_DIR": str(tmp_path_factory.mktemp("work-b")),
-        },
-    )
-    stack.start_farm()
-    yield stack
-    stack.stop()
+    yield from running(services.farm("node-b", nodes=(Node("node-b", "test1"),)))
 
 
 def project_archive(base: str, token: str, app: str) -> bytes:

@@ -14,33 +14,20 @@ import pytest
 import requests
 
 from farm.local.stack import LocalFarm, Node
-from tests.conftest import ARTIFACTS, farm_on_session_services
+from tests.conftest import running
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
-def two_node_farm(
-    redis_url, registry, postgres_url, engine_url, tiny_image, tmp_path_factory
-) -> Iterator[LocalFarm]:
+def two_node_farm(services, tiny_image) -> Iterator[LocalFarm]:
     """Web and two workers on their own queue, sweeping for lost builds every 2 s."""
-    engine = engine_url.split("/")[-2]
-    stack = farm_on_session_services(
-        ARTIFACTS / "worker-loss",
-        redis_url=redis_url,
-        registry=registry,
-        postgres_url=postgres_url,
-        nodes=(Node("node-x", engine), Node("node-y", engine)),
-        env={
-            "FARM_QUEUE": "worker-loss",
-            "FARM_REAP_INTERVAL_SECONDS": "2",
-            "FARM_WORKER_CONCURRENCY": "1",
-            "FARM_WORK_DIR": str(tmp_path_factory.mktemp("work")),
-        },
+    stack = services.farm(
+        "worker-loss",
+        nodes=("node-x", "node-y"),
+        env={"FARM_REAP_INTERVAL_SECONDS": "2", "FARM_WORKER_CONCURRENCY": "1"},
     )
-    stack.start_farm()
-    yield stack
-    stack.stop()
+    yield from running(stack)
 
 
 def slow_source(base: str, marker: str) -> bytes:
