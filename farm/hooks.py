@@ -66,6 +66,10 @@ class HookService:
         options: Mapping[str, Any] | None = None,
     ) -> Hook:
         """Check and record a hook; its secret is made here."""
+        if not isinstance(name, str) or not name.strip() or len(name) > 64:
+            raise InvalidRequest(
+                "A hook needs a name of at most 64 characters.", field="name"
+            )
         if provider not in PROVIDERS:
             raise InvalidRequest(
                 f"The provider is one of {', '.join(PROVIDERS)}.", field="provider"
@@ -86,7 +90,7 @@ class HookService:
         self.builds.route(options)
         hook = Hook(
             id=secrets.token_hex(6),
-            name=str(name)[:64],
+            name=name,
             provider=provider,
             git_url=url,
             repository=project_name(url, []),

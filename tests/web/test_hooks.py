@@ -195,6 +195,17 @@ def test_hook_commands_refuse_bad_settings(farm):
         "ext::sh -c id",
     )
     assert bad.returncode == 1 and "git URL" in bad.stderr
+    long_name = farm_hook(
+        farm,
+        "create",
+        "--name",
+        "x" * 65,
+        "--provider",
+        "github",
+        "--git-url",
+        "http://127.0.0.1:9/app.git",
+    )
+    assert long_name.returncode == 1 and "at most 64" in long_name.stderr
     unknown = farm_hook(farm, "delete", "ffffffffffff")
     assert unknown.returncode == 1 and "no hook" in unknown.stderr
 
