@@ -362,3 +362,47 @@ def test_builds_in_the_stack_reach_none_of_its_services(stack):
             if "DNAT" in line and "dpt:53" in line
         )
     assert redirected > 0
+
+
+def only_node_up(stack: dict, name: str) -> None:
+    """Stop the other node's worker, start this one's; wait till it alone is up."""
+    other = {"node-1": "worker-2", "node-2": "worker-1"}[name]
+    compose(stack["env"], "stop", other)
+    compose(stack["env"], "start", f"worker-{name[-1]}")
+    http = requests.Session()
+    http.headers["Authorization"] = f"Bearer {stack['token']}"
+
+    def alone() -> bool:
+        nodes = http.get(f"{stack['web']}/api/v1/nodes", timeout=10).json()["nodes"]
+        return [n["name"] for n in nodes if n["up"] and n["engine"] == "ok"] == [name]
+
+    wait_until(
+        alone, timeout_seconds=120, what=f"{name} alone", log_path=Path("/dev/null")
+    )
+
+
+def test_a_node_builds_from_the_cache_another_node_exported(stack):
+    """The stack's registry speaks plain HTTP off loopback: each node's builder
+    must still import the stage cache the other node pushed there."""
+    marker = uuid.uuid4().hex
+    dockerfile = (
+        "FROM farm-base/debian:bookworm AS builder\n"
+        f"RUN echo {marker} > /built && sleep 1\n"
+        "FROM farm-base/debian:bookworm\n"
+        "COPY --from=builder /built /built\n"
+        f"RUN cat /built && echo {marker}-runtime\n"
+    )
+    try:
+        only_node_up(stack, "node-2")
+        first, _ = build_dockerfile(stack, dockerfile)
+        assert (first["state"], first["worker"]) == ("succeeded", "node-2"), first
+        assert first["steps_cached"] == 0
+        only_node_up(stack, "node-1")
+        second, log = build_dockerfile(stack, dockerfile)
+    finally:
+        compose(stack["env"], "start", "worker-1", "worker-2")
+    assert (second["state"], second["worker"]) == ("succeeded", "node-1"), (
+        second["error"],
+        log[-15:],
+    )
+    assert second["steps_cached"] == second["steps_total"] > 0, log[-15:]

@@ -10,6 +10,7 @@ Keeping them per project stops one project's cache from feeding another's builds
 from __future__ import annotations
 
 import hashlib
+import logging
 import re
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -18,12 +19,14 @@ from typing import IO
 
 from farm.buildspec import CACHE_NAMESPACE, name_part, project_name
 from farm.dockerfile import Dockerfile, Stage
-from farm.errors import FarmError
+from farm.errors import EngineError, FarmError
 from farm.livestate import LiveState
 from farm.models import Build
 from farm.registry import RegistryClient
 from workers.buildkit.progress import BuildProgress
 from workers.engine import EngineClient
+
+logger = logging.getLogger(__name__)
 
 INLINE_CACHE_ARG = "BUILDKIT_INLINE_CACHE"
 # COPY --from=x and RUN --mount=...,from=x name another stage (Dockerfile reference).
@@ -113,17 +116,37 @@ class StageCache:
     """Import a project's stage cache images into a build, and export them after."""
 
     def __init__(
-        self, engine: EngineClient, registry: RegistryClient, live: LiveState
+        self,
+        engine: EngineClient,
+        registry: RegistryClient,
+        live: LiveState,
+        *,
+        pull_first: bool = False,
     ) -> None:
         self.engine = engine
         self.registry = registry
         self.live = live
+        # The engine's builder reads a registry off loopback over HTTPS only, even
+        # one the engine itself reaches over plain HTTP (--insecure-registry); it
+        # reads cache images the engine already holds, so those are pulled first.
+        self.pull_first = pull_first
 
     def available(self, plan: CachePlan) -> list[str]:
-        """The plan's cache images that the registry has (BuildKit fails on others)."""
+        """The plan's cache images that the registry has (BuildKit fails on others),
+        pulled into the engine where its builder could not read them remotely."""
         found = [ref for ref in plan.refs if self.registry.has_tag(ref)]
+        if self.pull_first:
+            found = [ref for ref in found if self._pulled(ref)]
         self.live.mark_cache_used(found)
         return found
+
+    def _pulled(self, ref: str) -> bool:
+        try:
+            self.engine.pull(ref)
+        except EngineError as exc:
+            logger.warning("cache=%s: not pulled, left out: %s", ref, exc.message)
+            return False
+        return True
 
     def export(
         self,

@@ -141,6 +141,7 @@ class BuildRunner:
             engine,
             RegistryClient(settings.registry, plain_http=settings.registry_http),
             live,
+            pull_first=settings.registry_http,
         )
         self.destinations = DestinationPolicy.from_setting(
             settings.git_hosts,
