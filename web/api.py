@@ -143,6 +143,21 @@ def one_upload(name: str) -> FileStorage | None:
     return uploads[0] if uploads else None
 
 
+# Form fields that may come more than once; any other given twice is refused.
+REPEATABLE_FORM_FIELDS = {"build_arg", "tag", "tags"}
+
+
+def reject_repeated_fields(form: MultiDict[str, str]) -> None:
+    """Refuse a form that gives a one-value field twice: which to use would be a
+    guess."""
+    for name in sorted(set(form.keys()) - REPEATABLE_FORM_FIELDS):
+        values = form.getlist(name)
+        if len(values) > 1:
+            raise InvalidRequest(
+                f"Send '{name}' once, not {len(values)} times.", field=name
+            )
+
+
 def parse_flag(value: Any, *, field: str) -> bool:
     text = str(value).strip().lower() if value is not None else ""
     if value is False or text in ("", "0", "false", "no", "off"):
@@ -155,6 +170,7 @@ def parse_flag(value: Any, *, field: str) -> bool:
 def submit_from_form(form: MultiDict[str, str], archive: Any) -> Submission:
     """Submit from form fields: an uploaded archive, or else a git URL and ref."""
     reject_unknown_fields(form, FORM_FIELDS)
+    reject_repeated_fields(form)
     options = options_from_form(form)
     reuse = parse_flag(form.get("reuse"), field="reuse")
     if archive is not None and archive.filename:
@@ -365,6 +381,7 @@ def submit_group() -> Any:
 def _submit_group() -> tuple[Response, str]:
     groups: GroupService = current_app.extensions["farm.groups"]
     if request.mimetype == "multipart/form-data":
+        reject_repeated_fields(request.form)
         try:
             payload = json.loads(request.form.get("group") or "{}")
         except ValueError as exc:

@@ -14,7 +14,7 @@ from typing import Any
 import click
 from gunicorn import util
 from gunicorn.app.base import BaseApplication
-from gunicorn.http.errors import LimitRequestLine
+from gunicorn.http.errors import LimitRequestHeaders, LimitRequestLine
 from gunicorn.workers.gthread import ThreadWorker
 
 from farm.config import Settings
@@ -26,24 +26,34 @@ RESTART_SECONDS = 5
 # The longest request line the server reads (gunicorn's own ceiling): a longer
 # one is refused before it is all in memory.
 MAX_REQUEST_LINE_BYTES = 8190
+MAX_HEADER_FIELDS = 100
+MAX_HEADER_FIELD_BYTES = 8190
 
 
 class FarmThreadWorker(ThreadWorker):  # type: ignore[misc]
-    """gunicorn's threaded worker, refusing a request line past its limit as the
-    API refuses anything: 414 with JSON ``uri_too_long``, not the server's page."""
+    """gunicorn's threaded worker, refusing a request line or headers past its
+    limits as the API refuses anything, in JSON, rather than with its own page."""
 
     def handle_error(self, req: Any, client: Any, addr: Any, exc: Exception) -> None:
-        if not isinstance(exc, LimitRequestLine):
+        if isinstance(exc, LimitRequestLine):
+            status, code = "414 URI Too Long", UriTooLong.code
+            message = (
+                "The URL is too long: this farm reads request lines of at most "
+                f"{MAX_REQUEST_LINE_BYTES} bytes."
+            )
+        elif isinstance(exc, LimitRequestHeaders):
+            status, code = "431 Request Header Fields Too Large", "headers_too_large"
+            message = (
+                f"The request's headers are too large: at most {MAX_HEADER_FIELDS} "
+                f"fields of at most {MAX_HEADER_FIELD_BYTES} bytes each."
+            )
+        else:
             super().handle_error(req, client, addr, exc)
             return
-        self.log.warning("Request line too long from %s", (addr or ("",))[0])
-        message = (
-            "The URL is too long: this farm reads request lines of at most "
-            f"{MAX_REQUEST_LINE_BYTES} bytes."
-        )
-        body = json.dumps({"error": {"code": UriTooLong.code, "message": message}})
+        self.log.warning("Refused from %s: %s", (addr or ("",))[0], exc)
+        body = json.dumps({"error": {"code": code, "message": message}})
         head = (
-            "HTTP/1.1 414 URI Too Long\r\nConnection: close\r\n"
+            f"HTTP/1.1 {status}\r\nConnection: close\r\n"
             f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
         )
         with suppress(OSError):  # the client has gone
@@ -98,8 +108,8 @@ def web(bind: str, threads: int) -> None:
             # but past web.app.MAX_URL_BYTES, from the app. Headers: 100 fields of
             # at most 8190 bytes each.
             "limit_request_line": MAX_REQUEST_LINE_BYTES,
-            "limit_request_fields": 100,
-            "limit_request_field_size": 8190,
+            "limit_request_fields": MAX_HEADER_FIELDS,
+            "limit_request_field_size": MAX_HEADER_FIELD_BYTES,
         },
     ).run()
 

@@ -132,6 +132,8 @@ class LocalEngine:
             f"--host={layout.url}",
             f"--bridge={layout.bridge}",
             "--storage-driver=overlay2",
+            # Builds running side by side on the bridge cannot reach each other.
+            "--icc=false",
         ]
         self.process = ServiceProcess(
             f"engine-{layout.name}",

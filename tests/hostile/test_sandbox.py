@@ -3,8 +3,10 @@ or privileges, mount the host's files, or reach the farm's Redis and database.""
 
 from __future__ import annotations
 
+import re
 import socket
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from urllib.parse import urlsplit
@@ -100,3 +102,38 @@ def test_steps_cannot_reach_the_farms_redis_or_database(
     assert f"REACHED {gateway}:{listener}" in log
     for target in targets[:-1]:
         assert f"REFUSED {target}" in log, log
+
+
+def test_builds_running_side_by_side_cannot_reach_each_other(
+    farm, tiny_image, tmp_path
+):
+    """Another submitter's build on the same node listens; this one tries every
+    address near its own on the engine's bridge."""
+    marker = uuid.uuid4().hex
+    listening = submit(
+        farm,
+        tmp_path,
+        f"FROM {tiny_image}\nRUN echo listening-{marker} && "
+        'timeout 20 nc -l -p 9999 > /tmp/got; echo "GOT:$(cat /tmp/got)"\n',
+    )
+    deadline = time.monotonic() + 60
+    while f"listening-{marker}" not in log_of(farm, listening):
+        assert time.monotonic() < deadline, log_of(farm, listening)
+        time.sleep(0.5)
+    sender = tmp_path / "sender"
+    sender.mkdir()
+    probe = submit(
+        farm,
+        sender,
+        f"FROM {tiny_image}\nRUN net=$(ip route | awk '/src/ {{print $NF}}'); "
+        'net="${net%.*}"; for i in $(seq 1 12); do '
+        f'echo other-{marker} | nc -w 1 "$net.$i" 9999 && echo "SENT $net.$i"; '
+        "done; true\n",
+    )
+    sent = farm.wait_for(probe)
+    listened = farm.wait_for(listening)
+    assert sent["state"] == "succeeded", log_of(farm, probe)
+    assert listened["state"] == "succeeded", log_of(farm, listening)
+    assert re.search(r"SENT \d", log_of(farm, probe)) is None, log_of(farm, probe)
+    assert f"other-{marker}" not in log_of(farm, listening)
+    assert "GOT:" in log_of(farm, listening)

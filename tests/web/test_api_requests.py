@@ -285,3 +285,40 @@ def test_a_page_url_over_the_limit_gets_a_readable_page(api):
     assert f"this farm reads URLs (path and query) of at most {MAX_URL_BYTES}" in (
         answer.text
     )
+
+
+@pytest.mark.parametrize(
+    ("path", "field"),
+    [
+        ("/api/v1/builds", "dockerfile"),
+        ("/api/v1/builds", "context"),
+        ("/api/v1/groups", "group"),
+    ],
+)
+def test_a_one_value_field_given_twice_is_refused(api, path, field):
+    content = source_archive()
+    group = json.dumps({"images": [{"name": "web"}]})
+    values = [group, group] if field == "group" else ["Dockerfile", "/etc"]
+    form = {"archive": (io.BytesIO(content), "src.tar.gz"), field: values}
+    if path.endswith("groups") and field != "group":
+        form["group"] = group
+    answer = api.post(path, data=form, content_type="multipart/form-data")
+    assert answer.status_code == 400, answer.json
+    assert answer.json["error"]["details"] == {"field": field}
+    assert f"Send '{field}' once, not 2 times." == answer.json["error"]["message"]
+    assert api.recorded() == 0 and api.queue.sent == []
+    assert not api.archive_kept(content)
+
+
+def test_repeated_build_args_and_tags_are_still_read(api):
+    answer = api.post(
+        "/api/v1/builds",
+        data={
+            "archive": (io.BytesIO(source_archive()), "src.tar.gz"),
+            "build_arg": ["A=1", "B=2"],
+            "tag": ["shop/web:one", "shop/web:two"],
+        },
+        content_type="multipart/form-data",
+    )
+    assert answer.status_code == 202, answer.json
+    assert answer.json["build_args"] == {"A": "1", "B": "2"}
