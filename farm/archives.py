@@ -56,6 +56,11 @@ class _BoundedHeader(tarfile.TarInfo):
         return header
 
 
+# What Linux file systems hold: a name within a folder, and a whole path.
+MAX_NAME_BYTES = 255
+MAX_PATH_BYTES = 4095
+
+
 def _open(content: bytes) -> tarfile.TarFile:
     """Open a tar, plain or compressed, from memory with bounded headers."""
     return tarfile.open(fileobj=io.BytesIO(content), mode="r:*", tarinfo=_BoundedHeader)
@@ -148,6 +153,15 @@ def _check_member(
         # The data filter would quietly strip the slash; refuse it outright.
         raise SourceError(f"The archive entry {name!r} has an absolute path.")
     parts = [part for part in name.split("/") if part not in ("", ".")]
+    if len(name.encode()) > MAX_PATH_BYTES or any(
+        len(part.encode()) > MAX_NAME_BYTES for part in parts
+    ):
+        # No file system here could hold it: refused now, not when unpacked.
+        raise SourceError(
+            f"The archive entry {name[:80]!r}… has a name too long for a file "
+            f"system: at most {MAX_NAME_BYTES} bytes per name, {MAX_PATH_BYTES} "
+            "for the whole path."
+        )
     through = [posixpath.normpath("/".join(parts[:n])) for n in range(1, len(parts))]
     if any(parent in links for parent in through):
         # An entry under a symlink can climb out through a chain of links.

@@ -172,10 +172,26 @@ def test_thousands_of_chained_name_headers_are_refused():
     [
         [entry("a", tarfile.DIRTYPE), entry("a", tarfile.SYMTYPE, "a")],
         [entry("f"), entry("f/s", tarfile.SYMTYPE, "s")],
-        [entry("x" * 300, tarfile.SYMTYPE, "x" * 300)],
     ],
 )
 def test_a_link_that_cannot_be_made_fails_the_unpacking(entries, tmp_path):
     # tarfile copies the entry the link names instead, here the link itself.
     with pytest.raises(SourceError, match="could not be unpacked"):
         unpack_archive(make_tar(entries), tmp_path / "out")
+
+
+@pytest.mark.parametrize(
+    "name", ["x" * 256, "src/" + "y" * 5000, "/".join(["d" * 200] * 21)]
+)
+def test_a_name_no_file_system_holds_is_refused_at_the_check(name):
+    with pytest.raises(InvalidRequest, match="name too long") as caught:
+        check_archive(make_tar([entry("Dockerfile"), entry(name)]))
+    assert "/var/tmp" not in caught.value.message
+
+
+def test_names_at_the_file_systems_limits_are_accepted(tmp_path):
+    longest = "/".join(["d" * 254] * 15) + "/" + "f" * 255
+    assert len(longest) <= 4095
+    content = make_tar([entry("Dockerfile"), entry("n" * 255)])
+    assert check_archive(content) == {"Dockerfile", "n" * 255}
+    assert check_archive(make_tar([entry(longest)])) == {longest}
