@@ -7,7 +7,6 @@ import hashlib
 import io
 import json
 import tarfile
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 import pytest
@@ -19,22 +18,9 @@ from farm.errors import NotFound
 from farm.ledger import BuildLedger
 from farm.models import BuildState
 from farm.tokens import TokenService
+from tests.farm.test_builds import NoLocks, SentQueue
 from tests.web.test_page_forms import csrf_of, sign_in
 from web.app import MAX_URL_BYTES, create_app
-
-
-class SentQueue:
-    def __init__(self) -> None:
-        self.sent: list[str] = []
-
-    def enqueue(self, build_id: str, *, queue: str, priority: str = "normal") -> None:
-        self.sent.append(build_id)
-
-
-class NoLocks:
-    @contextmanager
-    def locked(self, name: str, *, seconds: int):
-        yield
 
 
 @dataclass
