@@ -5,10 +5,13 @@ same again from cache."""
 from __future__ import annotations
 
 import json
+import math
+import re
 import shutil
 import subprocess
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -93,6 +96,20 @@ def query(prometheus: str, expr: str) -> list:
     return answer["data"]["result"]
 
 
+def finite(series: list) -> list[float]:
+    """The values of a query's answer that are numbers (not NaN or infinite)."""
+    values = [float(one["value"][1]) for one in series]
+    return [value for value in values if math.isfinite(value)]
+
+
+def family_of(sample_name: str | None) -> str:
+    """A pattern for a family in PromQL, whichever of its series a query names."""
+    if sample_name is None:
+        return r"(?!)"  # matches nothing
+    family = re.sub(r"_(bucket|count|sum)$", "", sample_name)
+    return rf"(?<![\w:]){re.escape(family)}(_bucket|_count|_sum)?(?![\w:])"
+
+
 def build(farm, folder: Path, dockerfile: str) -> dict:
     (folder / "Dockerfile").write_text(dockerfile)
     response = farm.http.post(
@@ -103,7 +120,28 @@ def build(farm, folder: Path, dockerfile: str) -> dict:
     return farm.wait_for(response.json()["id"])
 
 
+def scraped_since(prometheus: str, since: float, scrapes: int) -> bool:
+    """Whether Prometheus scraped the farm at least ``scrapes`` times after the
+    Unix time ``since``."""
+    window = max(1, int(time.time() - since) + 1)
+    samples = query(prometheus, f'up{{job="farm"}}[{window}s]')
+    stamps = [t for t, up in samples[0]["values"] if up == "1"] if samples else []
+    return len([t for t in stamps if t > since]) >= scrapes
+
+
+def wait_for_scrapes(check: Callable[[], bool]) -> None:
+    wait_until(
+        check,
+        timeout_seconds=60,
+        what="prometheus scraping the farm",
+        log_path=ARTIFACTS / "logs" / "prometheus.log",
+    )
+
+
 def test_every_panel_and_alert_reads_real_data(farm, tiny_image, prometheus, tmp_path):
+    # Rates and quantiles need the builds to happen between scrapes.
+    began = time.time()
+    wait_for_scrapes(lambda: scraped_since(prometheus, began, 2))
     word = uuid.uuid4().hex
     assert (
         build(farm, tmp_path, f"FROM {tiny_image}\nRUN exit 4\n# {word}\n")["state"]
@@ -116,21 +154,29 @@ def test_every_panel_and_alert_reads_real_data(farm, tiny_image, prometheus, tmp
     assert build(farm, tmp_path, ok)["state"] == "succeeded"
     assert build(farm, tmp_path, ok)["steps_cached"] == 2  # the cached one
 
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:  # a few scrapes after the builds
-        samples = query(prometheus, 'count_over_time(up{job="farm"}[1m])')
-        if samples and float(samples[0]["value"][1]) >= 5:
-            break
-        time.sleep(1)
+    built = time.time()
+    wait_for_scrapes(lambda: scraped_since(prometheus, built, 3))
 
     for expr in panel_queries():
-        assert query(prometheus, expr), f"panel query returned nothing: {expr}"
+        assert finite(query(prometheus, expr)), f"panel query has no number: {expr}"
     failed = query(prometheus, 'sum(farm_builds_total{state="failed"})')
     assert failed and float(failed[0]["value"][1]) >= 1
     for record in [rule["record"] for rule in rules() if "record" in rule]:
-        assert query(prometheus, record), f"recording rule {record} has no data"
+        assert finite(query(prometheus, record)), f"recording rule {record} has no data"
     for rule in [rule for rule in rules() if "alert" in rule]:
         signal = alert_signal(rule)
-        assert query(prometheus, signal), (
-            f"{rule['alert']}: {signal!r} returned nothing"
+        assert finite(query(prometheus, signal)), (
+            f"{rule['alert']}: {signal!r} returned no number"
         )
+
+    exported = {
+        series["metric"]["__name__"]
+        for series in query(prometheus, 'group by (__name__) ({__name__=~"farm_.+"})')
+    }
+    panels = " ".join(panel_queries())
+    shown = " ".join(
+        [panels]
+        + [r["expr"] for r in rules() if re.search(family_of(r.get("record")), panels)]
+    )
+    unshown = {name for name in exported if not re.search(family_of(name), shown)}
+    assert exported and not unshown, f"families no panel or rule shows: {unshown}"
