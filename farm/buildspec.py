@@ -17,6 +17,7 @@ MAX_TAGS = 10
 MAX_BUILD_ARGS = 64
 MAX_VALUE_CHARS = 4096
 MAX_PATH_CHARS = 1024
+MAX_REF_CHARS = 255
 
 # Patterns end in \Z, not $: '$' also matches before a final newline.
 _STAGE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}\Z")
@@ -30,7 +31,7 @@ _ARG_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}\Z")
 _REPO_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
 _REPOSITORY = re.compile(rf"^{_REPO_COMPONENT}(?:/{_REPO_COMPONENT})*\Z")
 _TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}\Z")
-_REF = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_./+-]{0,254}\Z")
+_REF = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_./+-]*\Z")
 # Repositories in the farm's registry that only the farm writes: base images new
 # nodes pull, each project's stage cache, and builds pushed without tags.
 BASE_IMAGE_NAMESPACE = "farm-base"
@@ -235,6 +236,12 @@ def clean_git_ref(ref: Any) -> str:
     """A branch, tag or commit name that git cannot mistake for an option."""
     if ref is None or ref == "":
         return "HEAD"
+    if isinstance(ref, str) and len(ref) > MAX_REF_CHARS:
+        raise InvalidRequest(
+            f"The git ref is {len(ref)} characters long; at most {MAX_REF_CHARS} "
+            "are accepted.",
+            field="git_ref",
+        )
     if not isinstance(ref, str) or not _REF.match(ref):
         raise InvalidRequest(
             "The git ref must be a branch, tag or commit name "

@@ -84,6 +84,12 @@ def test_refs_that_could_be_options_or_invalid_are_refused(ref):
         clean_git_ref(ref)
 
 
+def test_an_over_long_ref_is_refused_as_too_long():
+    assert clean_git_ref("a" * 255) == "a" * 255
+    with pytest.raises(InvalidRequest, match="5000 characters long; at most 255"):
+        clean_git_ref("a" * 5000)
+
+
 @pytest.mark.parametrize("path", ["../etc", "/abs", "a/../../b"])
 def test_paths_may_not_leave_the_source(path):
     with pytest.raises(InvalidRequest):
