@@ -25,7 +25,10 @@ _STAGE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}\Z")
 BUILD_OPTION_FIELDS = frozenset(
     {"context", "dockerfile", "target", "build_args", "tags", "queue", "priority"}
 )
-_UNSAFE = re.compile(r"[^a-z0-9]+")
+_UNSAFE = re.compile(r"[^a-z0-9._-]+")
+_SEPARATORS = re.compile(r"[._-]+")
+# A port a git URL may spell out or leave out: the same repository either way.
+DEFAULT_PORTS = {"http": 80, "https": 443, "ssh": 22, "git": 9418}
 _ARG_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}\Z")
 # Docker's reference grammar: lowercase path components joined by '/', optional tag.
 _REPO_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
@@ -148,7 +151,14 @@ def project_name(git_url: str | None, tags: Sequence[str]) -> str:
         parts = urlsplit(
             git_url if "://" in git_url else "ssh://" + git_url.replace(":", "/", 1)
         )
-        raw = f"{parts.hostname or ''}/{parts.path.removesuffix('.git')}"
+        try:
+            port = parts.port
+        except ValueError:
+            port = None
+        if port == DEFAULT_PORTS.get(parts.scheme):
+            port = None
+        host = f"{parts.hostname or ''}{f':{port}' if port else ''}"
+        raw = f"{host}/{parts.path.removesuffix('.git')}"
     elif tags:
         raw = tags[0].partition(":")[0]
     else:
@@ -158,8 +168,16 @@ def project_name(git_url: str | None, tags: Sequence[str]) -> str:
 
 
 def name_part(text: str) -> str:
-    """``text`` as one lowercase path component of an image name."""
-    return _UNSAFE.sub("-", text.lower()).strip("-") or "unnamed"
+    """``text`` as one lowercase path component of an image name: a name that is one
+    already stays as it is (``my_app.js``), so two names differing only in their
+    separators stay apart; anything else becomes ``-``."""
+    part = _SEPARATORS.sub(_separator, _UNSAFE.sub("-", text.lower()))
+    return part.strip("._-") or "unnamed"
+
+
+def _separator(found: re.Match[str]) -> str:
+    run = found[0]
+    return run if run in {".", "_", "__"} or set(run) == {"-"} else "-"
 
 
 def reject_unknown_fields(data: Mapping[str, Any], known: Set[str]) -> None:
