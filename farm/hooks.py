@@ -119,9 +119,12 @@ class HookService:
         except (ValueError, RecursionError) as exc:
             raise InvalidRequest("The event body is not JSON we can read.") from exc
         push = _parse_push(hook.provider, payload)
-        if hook.repository not in {project_name(url, []) for url in push.repositories}:
+        # Named afresh from the hook's URL: a hook made before a change to how
+        # projects are named still matches its repository's pushes.
+        expected = project_name(hook.git_url, [])
+        if expected not in {project_name(url, []) for url in push.repositories}:
             raise InvalidRequest(
-                f"This hook builds {hook.repository}; the push came from another "
+                f"This hook builds {expected}; the push came from another "
                 "repository.",
                 field="repository",
             )
