@@ -17,7 +17,7 @@ from flask import (
 from farm.builds import BuildService, Submission, describe_build
 from farm.errors import InvalidRequest
 from farm.models import BuildState
-from web.api import one_upload
+from web.api import one_upload, reject_repeated_fields
 from web.forms import ActionForm, SubmitBuildForm
 
 blueprint = Blueprint("pages", __name__)
@@ -88,6 +88,7 @@ def submit_build() -> Any:
 
 
 def submit_form(form: SubmitBuildForm) -> Submission:
+    reject_repeated_fields(request.form)  # the form's fields take the first
     options = {
         "context": form.context.data,
         "dockerfile": form.dockerfile.data,

@@ -232,6 +232,25 @@ def test_two_archives_in_the_build_form_are_refused_beside_the_field(api):
     assert not api.archive_kept(first) and not api.archive_kept(second)
 
 
+def test_a_field_given_twice_in_the_build_page_form_is_refused_beside_it(api):
+    sign_in(api.client, api.token, "/")
+    answer = api.client.post(
+        "/builds/new",
+        data={
+            "csrf_token": csrf_of(api.client.get("/builds/new")),
+            "source": "git",
+            "git_url": ["https://127.0.0.1/a.git", "https://127.0.0.1/b.git"],
+            "context": ".",
+            "dockerfile": "Dockerfile",
+            "queue": "builds",
+            "priority": "normal",
+        },
+    )
+    assert answer.status_code == 400
+    assert "Send &#39;git_url&#39; once, not 2 times." in answer.text
+    assert api.recorded() == 0 and api.queue.sent == []
+
+
 def url_of_length(path: str, length: int) -> str:
     prefix = f"{path}?project="
     return prefix + "x" * (length - len(prefix))
