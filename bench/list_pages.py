@@ -1,7 +1,9 @@
 """The build list with 10,000 builds against 100: the page and the API, first page,
 a deep page and one project, and a scrape of /metrics, each the median of 20 requests
 through the real app on a database of its own (SQLite here; the queries are the same
-on PostgreSQL) and a Redis of its own.
+on PostgreSQL) and a Redis of its own. The builds' times are spread over the last
+30 days, as a farm's history would be; the first scrape of /metrics, which reads the
+whole history, is timed on its own.
 
 Run: .venv/bin/python -m bench.list_pages
 """
@@ -12,18 +14,22 @@ import statistics
 import sys
 import tempfile
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+
+from sqlalchemy import update
 
 from farm.buildspec import ArchiveSource, parse_spec
 from farm.config import Settings
 from farm.ledger import BuildLedger
 from farm.local.process import free_port
 from farm.local.redis import LocalRedis
-from farm.models import BuildStage, BuildState
+from farm.models import Build, BuildStage, BuildState
 from farm.tokens import TokenService
 from web.app import create_app
 
 SIZES = (100, 10_000)
+HISTORY = timedelta(days=30)
 PER_PROJECT = 50  # so that one project's page holds as many builds at either size
 REQUESTS = 20
 STEPS = [
@@ -40,6 +46,7 @@ STEPS = [
 
 
 def fill(ledger: BuildLedger, count: int) -> None:
+    ids = []
     for index in range(count):
         spec = parse_spec(
             {"tags": [f"team-{index % (count // PER_PROJECT)}/app:{index}"]},
@@ -62,6 +69,26 @@ def fill(ledger: BuildLedger, count: int) -> None:
             image_size_bytes=10 * 1024**2,
             push_seconds=0.3,
         )
+        ids.append(build.id)
+    spread_over_history(ledger, ids)
+
+
+def spread_over_history(ledger: BuildLedger, ids: list[str]) -> None:
+    """Move the builds' times back, evenly over :data:`HISTORY`, in their order."""
+    now = datetime.now(UTC)
+    step = HISTORY / len(ids)
+    with ledger.engine.begin() as connection:
+        for index, build_id in enumerate(ids):
+            ended = now - step * (len(ids) - index)
+            connection.execute(
+                update(Build)
+                .where(Build.id == build_id)
+                .values(
+                    created_at=ended - timedelta(seconds=7),
+                    started_at=ended - timedelta(seconds=6),
+                    finished_at=ended,
+                )
+            )
 
 
 def timed(client: object, path: str, token: str) -> float:
@@ -98,6 +125,9 @@ def measure_with(count: int, folder: Path, redis_url: str) -> dict[str, float]:
     client = create_app(settings).test_client()
     middle = max(1, count // 50 // 2)
     project = "team-1/app"  # 50 builds at either size
+    started = time.perf_counter()
+    client.get("/metrics")
+    first_scrape = time.perf_counter() - started
     return {
         "page, first 50": timed(client, "/", token),
         "page, the middle of the list": timed(client, f"/?page={middle}", token),
@@ -105,6 +135,7 @@ def measure_with(count: int, folder: Path, redis_url: str) -> dict[str, float]:
         "API, first 50": timed(client, "/api/v1/builds", token),
         "API, one project": timed(client, f"/api/v1/builds?project={project}", token),
         "/metrics": timed(client, "/metrics", token),
+        "/metrics, a process's first scrape": first_scrape,
     }
 
 

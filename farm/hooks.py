@@ -124,8 +124,7 @@ class HookService:
         expected = project_name(hook.git_url, [])
         if expected not in {project_name(url, []) for url in push.repositories}:
             raise InvalidRequest(
-                f"This hook builds {expected}; the push came from another "
-                "repository.",
+                f"This hook builds {expected}; the push came from another repository.",
                 field="repository",
             )
         if push.deleted or push.branch is None:

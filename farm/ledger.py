@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from sqlalchemy import (
+    ColumnElement,
     Engine,
     case,
     create_engine,
@@ -24,6 +25,7 @@ from sqlalchemy import (
     event,
     func,
     inspect,
+    or_,
     select,
     text,
     update,
@@ -61,6 +63,35 @@ logger = logging.getLogger(__name__)
 Row = TypeVar("Row", bound=Base)
 
 CREATE_ATTEMPTS = 5
+
+
+ENDED = [state.value for state in FINAL_STATES]
+
+
+def ended_between(
+    states: Sequence[str], since: datetime | None, until: datetime | None
+) -> ColumnElement[bool]:
+    """Builds in ``states`` for figures over a span of end times.
+
+    Ended builds count if they ended at or after ``since`` and before ``until``
+    (either may be None: no bound). One without an end time (recorded before
+    it was kept) counts in the span with no ``since``. Builds in states that
+    have not ended count only in the span with no ``until``, the one reaching
+    up to now. So spans that meet, the last open, count every build once.
+    """
+    ended = [state for state in states if state in ENDED]
+    condition: ColumnElement[bool] = Build.state.in_(ended)
+    if since is not None:
+        condition = condition & (Build.finished_at >= since)
+    if until is not None:
+        before = Build.finished_at < until
+        if since is None:
+            before = or_(before, Build.finished_at.is_(None))
+        condition = condition & before
+    live = [state for state in states if state not in ENDED]
+    if live and until is None:
+        condition = or_(condition, Build.state.in_(live))
+    return condition
 
 
 def as_utc(moment: datetime | None) -> datetime | None:
@@ -692,11 +723,14 @@ class BuildLedger:
             )
             return {state: count for state, count in rows}
 
-    def count_ended(self) -> dict[tuple[str, str], int]:
-        """Ended builds per (final state, failure kind)."""
+    def count_ended(
+        self, *, since: datetime | None = None, until: datetime | None = None
+    ) -> dict[tuple[str, str], int]:
+        """Ended builds per (final state, failure kind); with ``since`` and
+        ``until``, only those that ended in that span (see :func:`ended_between`)."""
         query = (
             select(Build.state, Build.failure, func.count())
-            .where(Build.state.in_([state.value for state in FINAL_STATES]))
+            .where(ended_between(ENDED, since, until))
             .group_by(Build.state, Build.failure)
         )
         with self._session() as session:
@@ -732,14 +766,17 @@ class BuildLedger:
                 for queue, priority, count, oldest in session.execute(query)
             ]
 
-    def step_totals(self) -> tuple[int, int]:
-        """Build steps of ended builds: how many ran, and how many came from cache
-        (builds recorded before steps_run was kept count their uncached steps)."""
+    def step_totals(
+        self, *, since: datetime | None = None, until: datetime | None = None
+    ) -> tuple[int, int]:
+        """Build steps of ended builds (of those that ended in a span, as
+        :meth:`count_ended`): how many ran, and how many came from cache (builds
+        recorded before steps_run was kept count their uncached steps)."""
         run = func.coalesce(Build.steps_run, Build.steps_total - Build.steps_cached)
         query = select(
             func.coalesce(func.sum(run), 0),
             func.coalesce(func.sum(Build.steps_cached), 0),
-        ).where(Build.state.in_([state.value for state in FINAL_STATES]))
+        ).where(ended_between(ENDED, since, until))
         with self._session() as session:
             run_count, cached = session.execute(query).one()
         return int(run_count), int(cached)
@@ -751,10 +788,14 @@ class BuildLedger:
         *,
         states: Sequence[str],
         by: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
     ) -> dict[str, tuple[list[int], int, float]]:
         """Cumulative counts of ``column`` per upper bound, plus total count and sum,
         for builds in ``states``; per value of ``by`` (a column of builds, or
-        "role" for stage durations), else under the key "".
+        "role" for stage durations), else under the key "". With ``since`` and
+        ``until``, ended builds count only if they ended in that span (see
+        :func:`ended_between`).
 
         ``column`` is a column of builds, or "stage_seconds" for the durations of
         the stages of those builds.
@@ -767,7 +808,7 @@ class BuildLedger:
         query = select(*group, *figures)
         if table is BuildStage:
             query = query.join(Build, Build.id == BuildStage.build_id)
-        query = query.where(Build.state.in_(list(states)), value.is_not(None))
+        query = query.where(ended_between(states, since, until), value.is_not(None))
         if by:
             query = query.group_by(*group)
         with self._session() as session:

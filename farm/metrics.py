@@ -4,13 +4,20 @@ Figures are read at scrape time from the ledger (builds) and Redis (queues and t
 nodes' beats), so one ``/metrics`` endpoint reports the whole farm however many
 workers ran the builds, and survives restarts. Labels stay few: queue, priority,
 final state, failure kind, stage role and node.
+
+Counters and histograms of ended builds add up over the farm's whole history. A
+build's figures no longer change once it has ended, so the web app keeps the sums
+for builds that ended over an hour ago (:class:`SettledFigures`) and a scrape reads
+only the builds of the last hour or so, however long the history.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Iterator, Sequence
-from datetime import UTC, datetime
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 from prometheus_client.core import (
@@ -28,6 +35,7 @@ from farm.queue import PRIORITIES
 
 if TYPE_CHECKING:
     from farm.builds import BuildService
+    from farm.ledger import BuildLedger
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +50,164 @@ FAILURES = ("none", *sorted(set(FAILURE_KINDS.values()) | {"infrastructure"}))
 ENDED = [state.value for state in FINAL_STATES]
 
 Family = Callable[[], Iterator[Metric]]
+# Per label: cumulative counts per bucket, the count of all, and the sum.
+Histogram = dict[str, tuple[list[int], int, float]]
+
+# Builds that ended this long ago are taken to be settled: nothing about them
+# changes any more, and every process that ends builds has written its end.
+SETTLE_AFTER = timedelta(hours=1)
+# How often the settled sums take in the builds that settled since.
+SETTLE_EVERY = timedelta(minutes=10)
+
+
+@dataclass(frozen=True)
+class HistogramFamily:
+    """A histogram of one column of builds (farm.ledger.BuildLedger.histogram)."""
+
+    name: str
+    documentation: str
+    column: str
+    buckets: Sequence[float]
+    states: Sequence[str]
+    by: str | None = None
+    # The label values shown even with no builds (None: the farm's queues).
+    expected: Sequence[str] | None = ("",)
+
+
+HISTOGRAMS = (
+    HistogramFamily(
+        "farm_build_duration_seconds",
+        "Time from start to end of ended builds, by final state.",
+        column="duration_seconds",
+        buckets=DURATION_BUCKETS_SECONDS,
+        states=ENDED,
+        by="state",
+        expected=ENDED,
+    ),
+    HistogramFamily(
+        "farm_build_wait_seconds",
+        "Time from submission to start of builds that started.",
+        column="wait_seconds",
+        buckets=WAIT_BUCKETS_SECONDS,
+        states=[*ENDED, BuildState.RUNNING.value],
+        by="queue",
+        expected=None,
+    ),
+    HistogramFamily(
+        "farm_stage_duration_seconds",
+        "Time the steps of each Dockerfile stage of succeeded builds ran, by "
+        "role: final (the image's stage) or builder.",
+        column="stage_seconds",
+        buckets=STAGE_BUCKETS_SECONDS,
+        states=[BuildState.SUCCEEDED.value],
+        by="role",
+        expected=STAGE_ROLES,
+    ),
+    HistogramFamily(
+        "farm_image_size_bytes",
+        "Size of the images succeeded builds pushed.",
+        column="image_size_bytes",
+        buckets=SIZE_BUCKETS_BYTES,
+        states=[BuildState.SUCCEEDED.value],
+    ),
+    HistogramFamily(
+        "farm_push_duration_seconds",
+        "Time succeeded builds took to push their tags.",
+        column="push_seconds",
+        buckets=PUSH_BUCKETS_SECONDS,
+        states=[BuildState.SUCCEEDED.value],
+    ),
+)
+
+
+@dataclass
+class BuildFigures:
+    """What the counters and histograms say of a set of builds; the figures of two
+    sets that share no build add up to those of both."""
+
+    ended: dict[tuple[str, str], int] = field(default_factory=dict)
+    steps: tuple[int, int] = (0, 0)  # run, cached
+    histograms: dict[str, Histogram] = field(default_factory=dict)
+
+    @classmethod
+    def read(
+        cls, ledger: BuildLedger, since: datetime | None, until: datetime | None
+    ) -> BuildFigures:
+        """The figures of the builds that ended in [since, until) (None: no
+        bound), and with no ``until``, of those still running."""
+        return cls(
+            ended=ledger.count_ended(since=since, until=until),
+            steps=ledger.step_totals(since=since, until=until),
+            histograms={
+                family.name: ledger.histogram(
+                    family.column,
+                    family.buckets,
+                    states=family.states,
+                    by=family.by,
+                    since=since,
+                    until=until,
+                )
+                for family in HISTOGRAMS
+            },
+        )
+
+    def __add__(self, other: BuildFigures) -> BuildFigures:
+        ended = dict(self.ended)
+        for key, count in other.ended.items():
+            ended[key] = ended.get(key, 0) + count
+        histograms = {
+            name: _add_histograms(
+                self.histograms.get(name, {}), other.histograms.get(name, {})
+            )
+            for name in self.histograms.keys() | other.histograms.keys()
+        }
+        run, cached = self.steps
+        return BuildFigures(
+            ended, (run + other.steps[0], cached + other.steps[1]), histograms
+        )
+
+
+def _add_histograms(one: Histogram, two: Histogram) -> Histogram:
+    both = dict(one)
+    for label, (counts, total, value_sum) in two.items():
+        if label not in both:
+            both[label] = (counts, total, value_sum)
+            continue
+        mine, my_total, my_sum = both[label]
+        summed = [a + b for a, b in zip(mine, counts, strict=True)]
+        both[label] = (summed, my_total + total, my_sum + value_sum)
+    return both
+
+
+class SettledFigures:
+    """The figures of builds that ended over :data:`SETTLE_AFTER` ago, summed once
+    and topped up every :data:`SETTLE_EVERY`; each scrape adds only the figures of
+    builds that ended since (and of those running), so its cost follows the last
+    hour's builds, not the whole history. The first scrape of a process reads all."""
+
+    def __init__(
+        self,
+        ledger: BuildLedger,
+        *,
+        settle_after: timedelta = SETTLE_AFTER,
+        settle_every: timedelta = SETTLE_EVERY,
+    ) -> None:
+        self.ledger = ledger
+        self.settle_after = settle_after
+        self.settle_every = settle_every
+        self.settled = BuildFigures()
+        self.until: datetime | None = None  # the settled figures end here
+        self._lock = threading.Lock()  # scrapes may come at once
+
+    def figures(self, now: datetime | None = None) -> BuildFigures:
+        line = (now or datetime.now(UTC)) - self.settle_after
+        with self._lock:
+            if self.until is None or line - self.until >= self.settle_every:
+                # Assigned only once read: a store that fails leaves them as they were.
+                self.settled += BuildFigures.read(self.ledger, self.until, line)
+                self.until = line
+            settled, since = self.settled, self.until
+        return settled + BuildFigures.read(self.ledger, since, None)
 
 
 class FarmCollector(Collector):
@@ -53,6 +219,7 @@ class FarmCollector(Collector):
         self.ledger = service.ledger
         self.live = service.live
         self.queues = list(service.queues)
+        self.history = SettledFigures(service.ledger)
 
     def collect(self) -> Iterator[Metric]:
         # Each store is asked once up front: one that hangs costs a scrape one
@@ -61,7 +228,7 @@ class FarmCollector(Collector):
         yield self._stores(up)
         families: list[Family] = []
         if up["database"]:
-            families += [self._queues, self._builds, self._histograms, self._steps]
+            families += [self._queues, self._builds]
         if up["redis"]:
             families += [self._broker, self._nodes]
         for family in families:
@@ -164,79 +331,40 @@ class FarmCollector(Collector):
     # -- builds ---------------------------------------------------------------
 
     def _builds(self) -> Iterator[Metric]:
+        figures = self.history.figures()
         family = CounterMetricFamily(
             "farm_builds",
             "Builds that ended, by final state and the kind of failure that ended "
             "them (none for success).",
             labels=["state", "failure"],
         )
-        counts = self.ledger.count_ended()
         expected = {(BuildState.SUCCEEDED.value, "none")}
         expected |= {(BuildState.CANCELLED.value, "cancelled")}
         expected |= {(BuildState.FAILED.value, kind) for kind in FAILURES}
         expected -= {(BuildState.FAILED.value, "none")}
         expected -= {(BuildState.FAILED.value, "cancelled")}
-        for state, failure in sorted(expected | set(counts)):
-            family.add_metric([state, failure], counts.get((state, failure), 0))
+        for state, failure in sorted(expected | set(figures.ended)):
+            family.add_metric([state, failure], figures.ended.get((state, failure), 0))
         yield family
+        for histogram in HISTOGRAMS:
+            yield self._histogram(histogram, figures.histograms.get(histogram.name, {}))
+        steps = CounterMetricFamily(
+            "farm_build_steps",
+            "Build steps of ended builds, run or taken from cache; the cache hit "
+            "ratio is cached / all.",
+            labels=["result"],
+        )
+        run, cached = figures.steps
+        steps.add_metric(["cached"], cached)
+        steps.add_metric(["run"], run)
+        yield steps
 
-    def _histograms(self) -> Iterator[Metric]:
-        yield self._histogram(
-            "farm_build_duration_seconds",
-            "Time from start to end of ended builds, by final state.",
-            column="duration_seconds",
-            buckets=DURATION_BUCKETS_SECONDS,
-            states=ENDED,
-            by="state",
-            expected=ENDED,
+    def _histogram(self, histogram: HistogramFamily, found: Histogram) -> Metric:
+        by, buckets = histogram.by, histogram.buckets
+        family = HistogramMetricFamily(
+            histogram.name, histogram.documentation, labels=[by] if by else []
         )
-        yield self._histogram(
-            "farm_build_wait_seconds",
-            "Time from submission to start of builds that started.",
-            column="wait_seconds",
-            buckets=WAIT_BUCKETS_SECONDS,
-            states=[*ENDED, BuildState.RUNNING.value],
-            by="queue",
-            expected=self.queues,
-        )
-        yield self._histogram(
-            "farm_stage_duration_seconds",
-            "Time the steps of each Dockerfile stage of succeeded builds ran, by "
-            "role: final (the image's stage) or builder.",
-            column="stage_seconds",
-            buckets=STAGE_BUCKETS_SECONDS,
-            states=[BuildState.SUCCEEDED.value],
-            by="role",
-            expected=STAGE_ROLES,
-        )
-        yield self._histogram(
-            "farm_image_size_bytes",
-            "Size of the images succeeded builds pushed.",
-            column="image_size_bytes",
-            buckets=SIZE_BUCKETS_BYTES,
-            states=[BuildState.SUCCEEDED.value],
-        )
-        yield self._histogram(
-            "farm_push_duration_seconds",
-            "Time succeeded builds took to push their tags.",
-            column="push_seconds",
-            buckets=PUSH_BUCKETS_SECONDS,
-            states=[BuildState.SUCCEEDED.value],
-        )
-
-    def _histogram(
-        self,
-        name: str,
-        documentation: str,
-        *,
-        column: str,
-        buckets: Sequence[float],
-        states: Sequence[str],
-        by: str | None = None,
-        expected: Sequence[str] = ("",),
-    ) -> Metric:
-        found = self.ledger.histogram(column, buckets, states=states, by=by)
-        family = HistogramMetricFamily(name, documentation, labels=[by] if by else [])
+        expected = self.queues if histogram.expected is None else histogram.expected
         empty = ([0] * len(buckets), 0, 0.0)
         for label in sorted(set(expected) | set(found)):
             counts, total, value_sum = found.get(label, empty)
@@ -247,18 +375,6 @@ class FarmCollector(Collector):
                 [label] if by else [], [*pairs, ("+Inf", total)], value_sum
             )
         return family
-
-    def _steps(self) -> Iterator[Metric]:
-        family = CounterMetricFamily(
-            "farm_build_steps",
-            "Build steps of ended builds, run or taken from cache; the cache hit "
-            "ratio is cached / all.",
-            labels=["result"],
-        )
-        run, cached = self.ledger.step_totals()
-        family.add_metric(["cached"], cached)
-        family.add_metric(["run"], run)
-        yield family
 
     # -- nodes ----------------------------------------------------------------
 

@@ -11,6 +11,7 @@ from sqlalchemy import (
     DateTime,
     Float,
     ForeignKey,
+    Index,
     Integer,
     LargeBinary,
     String,
@@ -48,6 +49,8 @@ class Build(Base):
     """One build request and everything learned while running it."""
 
     __tablename__ = "builds"
+    # Metrics read the builds that ended in a span (farm.ledger.ended_between).
+    __table_args__ = (Index("ix_builds_state_finished_at", "state", "finished_at"),)
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     state: Mapped[str] = mapped_column(String(16), index=True)
