@@ -17,9 +17,11 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from sqlalchemy import (
+    BigInteger,
     ColumnElement,
     Engine,
     case,
+    cast,
     create_engine,
     delete,
     event,
@@ -564,7 +566,10 @@ class BuildLedger:
             build.started_at = now
             build.attempts += 1
             created = as_utc(build.created_at)
-            build.wait_seconds = (now - created).total_seconds() if created else None
+            if build.wait_seconds is None and created:
+                # The wait until its first start: a build handed back to the queue
+                # keeps it, so the figure (and the histogram of it) never changes.
+                build.wait_seconds = (now - created).total_seconds()
         logger.info("build=%s worker=%s: running", build_id, worker)
         return build
 
@@ -790,12 +795,17 @@ class BuildLedger:
         by: str | None = None,
         since: datetime | None = None,
         until: datetime | None = None,
-    ) -> dict[str, tuple[list[int], int, float]]:
+        units: int = 1,
+    ) -> dict[str, tuple[list[int], int, int]]:
         """Cumulative counts of ``column`` per upper bound, plus total count and sum,
         for builds in ``states``; per value of ``by`` (a column of builds, or
         "role" for stage durations), else under the key "". With ``since`` and
         ``until``, ended builds count only if they ended in that span (see
         :func:`ended_between`).
+
+        The sum is of the values in whole ``units`` per 1 (1000: milliseconds of
+        seconds), each rounded: whole numbers add up the same in any order, so
+        the sum of the same builds is always the same and sums of spans add up.
 
         ``column`` is a column of builds, or "stage_seconds" for the durations of
         the stages of those builds.
@@ -803,7 +813,8 @@ class BuildLedger:
         table: Any = BuildStage if column == "stage_seconds" else Build
         value = getattr(table, "duration_seconds" if table is BuildStage else column)
         bounds = [func.sum(case((value <= bound, 1), else_=0)) for bound in buckets]
-        figures = [*bounds, func.count(value), func.coalesce(func.sum(value), 0.0)]
+        whole = cast(func.round(value * units), BigInteger)
+        figures = [*bounds, func.count(value), func.coalesce(func.sum(whole), 0)]
         group = [getattr(table, by)] if by else []
         query = select(*group, *figures)
         if table is BuildStage:
@@ -819,7 +830,7 @@ class BuildLedger:
             str(row[0] or ""): (
                 [int(n or 0) for n in row[1:-2]],
                 int(row[-2]),
-                float(row[-1]),
+                int(row[-1]),
             )
             for row in rows
         }

@@ -50,8 +50,9 @@ FAILURES = ("none", *sorted(set(FAILURE_KINDS.values()) | {"infrastructure"}))
 ENDED = [state.value for state in FINAL_STATES]
 
 Family = Callable[[], Iterator[Metric]]
-# Per label: cumulative counts per bucket, the count of all, and the sum.
-Histogram = dict[str, tuple[list[int], int, float]]
+# Per label: cumulative counts per bucket, the count of all, and the sum in the
+# family's whole units (HistogramFamily.units).
+Histogram = dict[str, tuple[list[int], int, int]]
 
 # Builds that ended this long ago are taken to be settled: nothing about them
 # changes any more, and every process that ends builds has written its end.
@@ -72,6 +73,8 @@ class HistogramFamily:
     by: str | None = None
     # The label values shown even with no builds (None: the farm's queues).
     expected: Sequence[str] | None = ("",)
+    # Whole units per 1 the sum is kept in: milliseconds of seconds, bytes.
+    units: int = 1000
 
 
 HISTOGRAMS = (
@@ -86,10 +89,11 @@ HISTOGRAMS = (
     ),
     HistogramFamily(
         "farm_build_wait_seconds",
-        "Time from submission to start of builds that started.",
+        "Time from submission to first start of builds that started.",
         column="wait_seconds",
         buckets=WAIT_BUCKETS_SECONDS,
-        states=[*ENDED, BuildState.RUNNING.value],
+        # Any state: a build handed back to the queue after it started has waited.
+        states=[state.value for state in BuildState],
         by="queue",
         expected=None,
     ),
@@ -109,6 +113,7 @@ HISTOGRAMS = (
         column="image_size_bytes",
         buckets=SIZE_BUCKETS_BYTES,
         states=[BuildState.SUCCEEDED.value],
+        units=1,
     ),
     HistogramFamily(
         "farm_push_duration_seconds",
@@ -146,6 +151,7 @@ class BuildFigures:
                     by=family.by,
                     since=since,
                     until=until,
+                    units=family.units,
                 )
                 for family in HISTOGRAMS
             },
@@ -365,14 +371,16 @@ class FarmCollector(Collector):
             histogram.name, histogram.documentation, labels=[by] if by else []
         )
         expected = self.queues if histogram.expected is None else histogram.expected
-        empty = ([0] * len(buckets), 0, 0.0)
+        empty = ([0] * len(buckets), 0, 0)
         for label in sorted(set(expected) | set(found)):
             counts, total, value_sum = found.get(label, empty)
             pairs: list[tuple[str, float]] = [
                 (_bound(b), n) for b, n in zip(buckets, counts, strict=True)
             ]
             family.add_metric(
-                [label] if by else [], [*pairs, ("+Inf", total)], value_sum
+                [label] if by else [],
+                [*pairs, ("+Inf", total)],
+                value_sum / histogram.units,
             )
         return family
 

@@ -157,11 +157,11 @@ def test_steps_and_stage_times_add_up_over_ended_builds(tmp_path):
     assert ledger.step_totals() == (3, 2)
 
     found = ledger.histogram(
-        "stage_seconds", [1.0, 5.0], states=["succeeded"], by="role"
+        "stage_seconds", [1.0, 5.0], states=["succeeded"], by="role", units=1000
     )
-    assert found == {
-        "builder": ([0, 2], 2, 6.0),
-        "final": ([2, 2], 2, 1.0),
+    assert found == {  # sums in milliseconds
+        "builder": ([0, 2], 2, 6000),
+        "final": ([2, 2], 2, 1000),
     }
 
 
@@ -170,9 +170,9 @@ def test_image_sizes_and_push_times_are_kept_for_succeeded_builds(tmp_path):
     ended(ledger, BuildState.SUCCEEDED, image_size_bytes=3000, push_seconds=0.4)
     ended(ledger, BuildState.FAILED, {"code": "build_failed"})
     sizes = ledger.histogram("image_size_bytes", [1000, 4000], states=["succeeded"])
-    pushes = ledger.histogram("push_seconds", [1.0], states=["succeeded"])
-    assert sizes == {"": ([0, 1], 1, 3000.0)}
-    assert pushes == {"": ([1], 1, 0.4)}
+    pushes = ledger.histogram("push_seconds", [1.0], states=["succeeded"], units=1000)
+    assert sizes == {"": ([0, 1], 1, 3000)}
+    assert pushes == {"": ([1], 1, 400)}
 
 
 def test_archives_are_stored_once_by_content(tmp_path):

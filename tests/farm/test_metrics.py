@@ -36,20 +36,6 @@ def ended_at(ledger: BuildLedger, when: datetime | None, state=BuildState.SUCCEE
     return build
 
 
-def same(one: BuildFigures, two: BuildFigures) -> bool:
-    """Equal figures; sums of seconds may differ in their last bits, added up in
-    another order."""
-    assert (one.ended, one.steps) == (two.ended, two.steps)
-    assert one.histograms.keys() == two.histograms.keys()
-    for name, labels in one.histograms.items():
-        assert labels.keys() == two.histograms[name].keys(), name
-        for label, (counts, total, value_sum) in labels.items():
-            theirs = two.histograms[name][label]
-            assert (counts, total) == theirs[:2], (name, label)
-            assert value_sum == pytest.approx(theirs[2]), (name, label)
-    return True
-
-
 def history_of(ledger: BuildLedger) -> list[str]:
     """Builds of every kind: ended long ago, an hour ago and just now, one with no
     end time, one running and one waiting."""
@@ -77,7 +63,7 @@ def test_spans_that_meet_count_every_build_once(tmp_path):
     total = BuildFigures()
     for part in parts:
         total += part
-    assert same(total, whole)
+    assert total == whole  # sums too: whole milliseconds add up exactly
     assert parts[0].ended == {("failed", "dockerfile"): 1}  # the one with no end time
     assert parts[1].ended == {("succeeded", "none"): 2}  # 30 and 3 hours ago
     assert parts[2].ended == {("succeeded", "none"): 1, ("failed", "dockerfile"): 1}
@@ -91,7 +77,7 @@ def test_settled_figures_are_read_once_and_topped_up(tmp_path):
     history = SettledFigures(
         ledger, settle_after=timedelta(hours=1), settle_every=timedelta(minutes=10)
     )
-    assert same(history.figures(NOW), BuildFigures.read(ledger, None, None))
+    assert history.figures(NOW) == BuildFigures.read(ledger, None, None)
     assert history.until == NOW - timedelta(hours=1)
     assert history.settled.ended == {
         ("succeeded", "none"): 3,
@@ -106,7 +92,7 @@ def test_settled_figures_are_read_once_and_topped_up(tmp_path):
 
     # Two hours on, the settled sums have taken in what settled since, once.
     hours_later = NOW + timedelta(hours=2)
-    assert same(history.figures(hours_later), BuildFigures.read(ledger, None, None))
+    assert history.figures(hours_later) == BuildFigures.read(ledger, None, None)
     assert history.until == hours_later - timedelta(hours=1)
     assert sum(history.settled.ended.values()) == 8
 
@@ -129,4 +115,18 @@ def test_a_store_failure_while_settling_leaves_the_sums_as_they_were(
     assert (history.settled, history.until) == (settled, until)
     monkeypatch.undo()
     whole = BuildFigures.read(ledger, None, None)
-    assert same(history.figures(NOW + timedelta(hours=3)), whole)
+    assert history.figures(NOW + timedelta(hours=3)) == whole
+
+
+def test_a_build_handed_back_to_the_queue_keeps_its_first_wait(tmp_path):
+    ledger = make_ledger(tmp_path)
+    build = ledger.create(parse_spec({}, SOURCE), queue="builds")
+    ledger.claim(build.id, worker="a")
+    first = BuildFigures.read(ledger, None, None).histograms["farm_build_wait_seconds"]
+    wait = ledger.get(build.id).wait_seconds
+    assert ledger.requeue(build.id, attempt=1)
+    queued = BuildFigures.read(ledger, None, None).histograms["farm_build_wait_seconds"]
+    ledger.claim(build.id, worker="b")
+    again = BuildFigures.read(ledger, None, None).histograms["farm_build_wait_seconds"]
+    assert first == queued == again  # counted once, with the same wait, throughout
+    assert ledger.get(build.id).wait_seconds == wait
