@@ -543,6 +543,7 @@ def describe_build(build: Build, *, base_url: str = "") -> dict[str, Any]:
             "references": build.image_references,
             "digest": build.image_digest,
             "size_bytes": build.image_size_bytes,
+            "pushed_bytes": build.image_pushed_bytes,
             "id": build.image_id,
         }
     return {

@@ -116,13 +116,16 @@ class LiveState:
         engine: str = "ok",
         disk: dict[str, int] | None = None,
         holding: Sequence[str] = (),
+        running: Sequence[str] = (),
     ) -> None:
         """Say that worker ``name`` is up, which queues it serves, how many builds
         it runs at once, how its engine answered ("ok" or what went wrong), which
-        builds' messages it holds (received, not yet ended) and, when known, its
-        engine's disk: ``free_bytes``, ``size_bytes`` and ``build_cache_bytes``."""
+        builds' messages it holds (received, not yet ended), which builds it runs
+        now and, when known, its engine's disk: ``free_bytes``, ``size_bytes`` and
+        ``build_cache_bytes``."""
         info = {"queues": queues, "slots": slots, "engine": engine}
-        info |= {"disk": disk or {}, "holding": list(holding), "beat_at": time.time()}
+        info |= {"disk": disk or {}, "holding": list(holding), "running": list(running)}
+        info["beat_at"] = time.time()
         try:
             self.client.hset(NODES_KEY, name, json.dumps(info))
         except redis.RedisError:

@@ -109,8 +109,18 @@ HISTOGRAMS = (
     ),
     HistogramFamily(
         "farm_image_size_bytes",
-        "Size of the images succeeded builds pushed.",
+        "Size of the images succeeded builds pushed, unpacked, as the engine "
+        "holds them.",
         column="image_size_bytes",
+        buckets=SIZE_BUCKETS_BYTES,
+        states=[BuildState.SUCCEEDED.value],
+        units=1,
+    ),
+    HistogramFamily(
+        "farm_image_pushed_bytes",
+        "Bytes of the images succeeded builds pushed as the registry holds them "
+        "(config and compressed layers): what a pull downloads at most.",
+        column="image_pushed_bytes",
         buckets=SIZE_BUCKETS_BYTES,
         states=[BuildState.SUCCEEDED.value],
         units=1,
@@ -392,7 +402,11 @@ class FarmCollector(Collector):
 
         up = gauge("farm_node_up", "Whether a node beat in the last 30 seconds.")
         slots = gauge("farm_node_build_slots", "Builds a node runs at once.")
-        running = gauge("farm_node_builds_running", "Builds a node is running now.")
+        running = gauge(
+            "farm_node_builds_running",
+            "Builds a node runs now, as it says; for a node that is down, the builds "
+            "still recorded as running on it, until a live node hands them back.",
+        )
         engine = gauge("farm_node_engine_up", "Whether a node's Docker engine answers.")
         free = gauge(
             "farm_node_disk_free_bytes",
@@ -413,17 +427,21 @@ class FarmCollector(Collector):
             alive = bool(info["up"])
             up.add_metric([name], 1 if alive else 0)
             slots.add_metric([name], int(info.get("slots") or 0))
-            if busy is not None:
+            if alive and "running" in info:
+                running.add_metric([name], len(info["running"]))
+            elif busy is not None:
                 running.add_metric([name], busy.get(name, 0))
+            answers = info.get("engine") == "ok"
             if alive:  # a node that is down has told nothing of its engine lately
-                engine.add_metric([name], 1 if info.get("engine") == "ok" else 0)
+                engine.add_metric([name], 1 if answers else 0)
             disk = info.get("disk") or {}
             for family, key in (
                 (free, "free_bytes"),
                 (size, "size_bytes"),
                 (cache, "build_cache_bytes"),
             ):
-                if key in disk:
+                # The build cache is the engine's own figure: none while it is down.
+                if key in disk and (key != "build_cache_bytes" or (alive and answers)):
                     family.add_metric([name], int(disk[key]))
         yield from (up, slots, running, engine, free, size, cache)
 

@@ -8,6 +8,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     DateTime,
     Float,
     ForeignKey,
@@ -77,7 +78,9 @@ class Build(Base):
     image_id: Mapped[str | None] = mapped_column(String(80))
     image_references: Mapped[list[str]] = mapped_column(JSON, default=list)
     image_digest: Mapped[str | None] = mapped_column(String(80))
-    image_size_bytes: Mapped[int | None]
+    image_size_bytes: Mapped[int | None]  # unpacked, as the engine holds it
+    # Config and layers in the registry, compressed: what a pull downloads at most.
+    image_pushed_bytes: Mapped[int | None] = mapped_column(BigInteger)
     steps: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
     # Sharing the stage cache after success: "exporting", then "shared".
     cache_state: Mapped[str | None] = mapped_column(String(16))

@@ -1,12 +1,14 @@
 """Talking to the farm's registry over the Distribution HTTP API (v2).
 
-Only what the farm needs: whether a tag exists. Registries on loopback speak plain
+Only what the farm needs: whether a tag exists, how many bytes a pushed image
+holds, and deleting stage cache images. Registries on loopback speak plain
 HTTP (engines treat 127.0.0.0/8 as insecure too); any other host is reached by HTTPS.
 """
 
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import requests
 
@@ -77,6 +79,38 @@ class RegistryClient:
         if found.status_code != 200:
             return None
         return found.headers.get("Docker-Content-Digest")
+
+    def pushed_bytes(self, name: str, digest: str) -> int | None:
+        """Bytes of the image ``name@digest`` as stored here: its config and layers,
+        compressed, as a pull downloads them at most. None if there is no such
+        image manifest (an index of several, which the farm's pushes never are,
+        counts as none)."""
+        manifest = self._manifest(name, digest)
+        if manifest is None or "layers" not in manifest:
+            return None
+        parts = [manifest.get("config") or {}, *(manifest.get("layers") or [])]
+        return sum(int(part.get("size") or 0) for part in parts)
+
+    def _manifest(self, name: str, reference: str) -> dict[str, Any] | None:
+        try:
+            found = self.session.get(
+                f"{self.base_url}/{name}/manifests/{reference}",
+                headers={"Accept": MANIFEST_TYPES},
+                timeout=self.timeout_seconds,
+            )
+        except requests.RequestException as exc:
+            raise StoreUnavailable(
+                f"The registry {self.address} could not be reached: {exc}"
+            ) from exc
+        if found.status_code != 200:
+            return None
+        try:
+            manifest = found.json()
+        except ValueError as exc:
+            raise StoreUnavailable(
+                f"The registry {self.address} sent a manifest that is not JSON."
+            ) from exc
+        return manifest if isinstance(manifest, dict) else None
 
     def delete_manifest(self, name: str, digest: str) -> bool:
         """Delete a manifest, and so every tag of ``name`` pointing at it.

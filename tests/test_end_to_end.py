@@ -106,6 +106,24 @@ def registry_digest(registry: str, repository: str, tag: str) -> str:
     return response.headers["Docker-Content-Digest"]
 
 
+def blob_bytes(registry: str, repository: str, tag: str) -> int:
+    """Bytes of the blobs (config and layers) an image's manifest names, as the
+    registry serves each one."""
+    manifest = requests.get(
+        f"http://{registry}/v2/{repository}/manifests/{tag}",
+        timeout=10,
+        headers={"Accept": "application/vnd.docker.distribution.manifest.v2+json"},
+    ).json()
+    total = 0
+    for blob in [manifest["config"], *manifest["layers"]]:
+        head = requests.head(
+            f"http://{registry}/v2/{repository}/blobs/{blob['digest']}", timeout=10
+        )
+        head.raise_for_status()
+        total += int(head.headers["Content-Length"])
+    return total
+
+
 def test_git_build_is_pushed_and_runs(farm, git_server, tiny_image, tmp_path):
     base_url, root = git_server
     message = f"hello {uuid.uuid4().hex}"
@@ -139,6 +157,9 @@ def test_git_build_is_pushed_and_runs(farm, git_server, tiny_image, tmp_path):
     assert build["image"]["references"] == [reference]
     assert build["image"]["digest"] == registry_digest(farm.registry, repository, "1")
     assert build["image"]["size_bytes"] > 0
+    pushed = build["image"]["pushed_bytes"]
+    assert pushed == blob_bytes(farm.registry, repository, "1")
+    assert 0 < pushed < build["image"]["size_bytes"]  # layers are compressed
     steps = [s for s in build["steps"] if not s["internal"]]
     assert {s["stage"] for s in steps} >= {"build"}
     assert all(s["duration_seconds"] is not None for s in steps)

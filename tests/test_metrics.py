@@ -91,6 +91,8 @@ def test_builds_stages_cache_images_and_nodes_are_reported(farm, tiny_image, tmp
         assert grew("farm_stage_duration_seconds_count", role=role) >= 2
     assert grew("farm_image_size_bytes_count") >= 2
     assert grew("farm_image_size_bytes_sum") > 0
+    assert grew("farm_image_pushed_bytes_count") >= 2
+    assert 0 < grew("farm_image_pushed_bytes_sum") < grew("farm_image_size_bytes_sum")
     assert grew("farm_push_duration_seconds_count") >= 2
     assert grew("farm_build_duration_seconds_count", state="failed") >= 1
     assert grew("farm_build_wait_seconds_count", queue="builds") >= 3
@@ -169,6 +171,28 @@ def test_queue_depth_counts_builds_a_worker_reserved_but_did_not_start(
             farm.http.post(farm.api(f"/builds/{build_id}/cancel"), timeout=10)
 
 
+def test_a_node_reports_the_builds_it_runs(farm, tiny_image, tmp_path):
+    node = {"node": "node-a"}
+    build_id = submit(
+        farm, tmp_path, f"FROM {tiny_image}\nRUN sleep 15 && echo {uuid.uuid4()}\n"
+    )
+    try:
+        deadline = time.monotonic() + 40  # a beat comes every 10 s
+        while Scrape(farm.web_url).value("farm_node_builds_running", **node) < 1:
+            assert time.monotonic() < deadline, "node-a never said it runs the build"
+            time.sleep(1)
+        assert (
+            farm.http.get(farm.api(f"/builds/{build_id}"), timeout=10).json()["state"]
+            == "running"
+        )
+    finally:
+        assert farm.wait_for(build_id)["state"] == "succeeded"
+    deadline = time.monotonic() + 30
+    while Scrape(farm.web_url).value("farm_node_builds_running", **node) != 0:
+        assert time.monotonic() < deadline, "node-a still says it runs the build"
+        time.sleep(1)
+
+
 def test_celery_task_events_are_sent_for_flower(farm, tiny_image, tmp_path):
     redis_url = farm.stack.env()["FARM_REDIS_URL"]
     celery = make_celery(Settings(redis_url=redis_url))
@@ -186,16 +210,29 @@ def test_celery_task_events_are_sent_for_flower(farm, tiny_image, tmp_path):
         ready.wait(5)
         time.sleep(1)  # the receiver's queue is bound once it consumes
         build_id = submit(farm, tmp_path, f"FROM {tiny_image}\nRUN echo events\n")
+        broken_id = submit(farm, tmp_path, f"FROM {tiny_image}\nRUN exit 7\n")
         assert farm.wait_for(build_id)["state"] == "succeeded"
+        assert farm.wait_for(broken_id)["state"] == "failed"
+
+        def events_of(some_id: str) -> tuple[set[str], list[dict]]:
+            mine = [e for e in seen if some_id in str(e.get("args", ""))]
+            tasks = {e.get("uuid") for e in mine}
+            same_task = [e for e in seen if e.get("uuid") in tasks]
+            return {e["type"] for e in mine}, same_task
+
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
-            kinds = {e["type"] for e in seen if build_id in str(e.get("args", ""))}
-            tasks = {e.get("uuid") for e in seen if build_id in str(e.get("args", ""))}
-            ended = {e["type"] for e in seen if e.get("uuid") in tasks}
-            if {"task-received"} <= kinds and "task-succeeded" in ended:
+            kinds, ended = events_of(build_id)
+            _, broken = events_of(broken_id)
+            finals = {e["type"] for e in ended} | {e["type"] for e in broken}
+            if {"task-succeeded", "task-failed"} <= finals:
                 break
             time.sleep(0.5)
         receiver.should_stop = True
         thread.join(10)
     assert "task-sent" in kinds and "task-received" in kinds
-    assert {"task-started", "task-succeeded"} <= ended
+    assert {"task-started", "task-succeeded"} <= {e["type"] for e in ended}
+    # A failed build is a failed task, with the build's reason, as Flower shows it.
+    (failure,) = [e for e in broken if e["type"] == "task-failed"]
+    assert f"build {broken_id} failed (dockerfile)" in failure["exception"]
+    assert "task-succeeded" not in {e["type"] for e in broken}

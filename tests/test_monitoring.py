@@ -30,7 +30,7 @@ DASHBOARD = MONITORING / "grafana" / "farm-dashboard.json"
 
 def panel_queries() -> list[str]:
     panels = json.loads(DASHBOARD.read_text())["panels"]
-    return [target["expr"] for panel in panels for target in panel["targets"]]
+    return [target["expr"] for panel in panels for target in panel.get("targets", [])]
 
 
 def test_promtool_accepts_the_rules_and_the_config():
@@ -48,10 +48,25 @@ def test_the_dashboard_is_a_grafana_dashboard_with_a_query_in_every_panel():
     dashboard = json.loads(DASHBOARD.read_text())
     assert dashboard["uid"] and dashboard["title"] and dashboard["schemaVersion"] >= 36
     assert dashboard["templating"]["list"][0]["type"] == "datasource"
-    for panel in dashboard["panels"]:
-        assert panel["type"] == "timeseries" and panel["title"]
+    panels = dashboard["panels"]
+    assert panels[0]["type"] == "row"  # every graph sits in a section
+    ids = [panel["id"] for panel in panels]
+    assert len(set(ids)) == len(ids)
+    for panel in panels:
+        assert panel["type"] in ("row", "timeseries") and panel["title"]
         assert {"h", "w", "x", "y"} <= set(panel["gridPos"])
-        assert panel["targets"] and all(t["expr"] for t in panel["targets"])
+        if panel["type"] == "timeseries":
+            assert panel["targets"] and all(t["expr"] for t in panel["targets"])
+            assert panel["datasource"]["uid"] == "${datasource}"
+    # Graphs tile the grid: none overlaps another, none spills past 24 columns.
+    cells = set()
+    for panel in panels:
+        box = panel["gridPos"]
+        assert box["x"] + box["w"] <= 24, panel["title"]
+        for x in range(box["x"], box["x"] + box["w"]):
+            for y in range(box["y"], box["y"] + box["h"]):
+                assert (x, y) not in cells, f"{panel['title']} overlaps another"
+                cells.add((x, y))
 
 
 @pytest.fixture(scope="module")

@@ -259,11 +259,16 @@ class EngineClient:
     def disk_usage(self, data_dir: str = "") -> dict[str, int]:
         """The engine's build cache size and, if its data folder (``data_dir``, else
         the one the engine names) is on this machine, the free and total bytes of
-        the filesystem holding it."""
+        the filesystem holding it.
+
+        The build cache counts records not shared with images, as ``docker system
+        df`` does: a shared record's bytes are an image's too, and counted there.
+        """
         folder = self.data_dir(data_dir)
         with _translated("read the engine's disk usage"):
             records = self._api.df().get("BuildCache") or []
-        figures = {"build_cache_bytes": sum(int(r.get("Size") or 0) for r in records)}
+        own = [record for record in records if not record.get("Shared")]
+        figures = {"build_cache_bytes": sum(int(r.get("Size") or 0) for r in own)}
         if folder:
             disk = os.statvfs(folder)
             figures["free_bytes"] = disk.f_bavail * disk.f_frsize

@@ -31,13 +31,14 @@ from farm.errors import (
     InvalidRequest,
     PushFailed,
     SourceError,
+    StoreUnavailable,
 )
 from farm.ledger import BuildLedger, counts_as_build_step
 from farm.livestate import LiveState
 from farm.models import Build, BuildStage, BuildState
 from farm.queue import BuildQueue
 from farm.redaction import Redactor
-from farm.registry import RegistryClient
+from farm.registry import RegistryClient, split_reference
 from workers.buildkit.progress import BuildProgress, Step
 from workers.cache import (
     CachePlan,
@@ -243,6 +244,11 @@ class BuildRunner:
             elif self.live.cancel_requested(build_id):
                 logger.info("build=%s: cancelling on request", build_id)
                 cancel.set()
+
+    def running_ids(self) -> list[str]:
+        """The builds this node runs now."""
+        with self._running_lock:
+            return sorted(self._running)
 
     def hand_back_all(self) -> list[str]:
         """Stop every build running here and give it back to the queue, for a node
@@ -577,8 +583,19 @@ class BuildRunner:
             "image_references": references,
             "image_digest": digest,
             "image_size_bytes": size,
+            "image_pushed_bytes": self._pushed_bytes(build, references[-1], digest),
             "push_seconds": push_seconds,
         }
+
+    def _pushed_bytes(self, build: Build, reference: str, digest: str) -> int | None:
+        """What the pushed image holds in the registry; None, and a warning, if the
+        registry does not say (the build has succeeded all the same)."""
+        _, name, _ = split_reference(reference)
+        try:
+            return self.cache.registry.pushed_bytes(name, digest)
+        except StoreUnavailable as exc:
+            logger.warning("build=%s: pushed size not read: %s", build.id, exc.message)
+            return None
 
 
 def push_with_retries(

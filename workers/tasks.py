@@ -21,6 +21,7 @@ from farm.destinations import DestinationPolicy
 from farm.errors import EngineError, FarmError
 from farm.ledger import BuildLedger
 from farm.livestate import LiveState, redis_for
+from farm.models import FINAL_STATES, Build, BuildState
 from farm.queue import RUN_BUILD_TASK, SMOKE_GROUP_TASK, BuildQueue, make_celery
 from farm.registry import RegistryClient
 from farm.smoke import GroupSmoke
@@ -40,6 +41,26 @@ WORKER_BEAT_SECONDS = 10
 DISK_MEASURE_SECONDS = 60
 ENGINE_HEALTH_TIMEOUT_SECONDS = 5
 HAND_BACK_PAUSE_SECONDS = 1.0
+
+
+class BuildDidNotSucceed(Exception):
+    """Raised by the build task after a build it ran failed or was cancelled, so
+    Celery's events (and Flower) show the task as failed, with the reason. The
+    build's record is complete by then; the message is acknowledged as for a
+    success (Celery acknowledges a late-acked task that raised)."""
+
+
+def outcome_of(record: Build, worker: str) -> BuildDidNotSucceed | None:
+    """What the task reports of a build it ran, if it did not succeed here."""
+    if record.worker != worker or record.state not in FINAL_STATES:
+        return None  # not run here, or handed on: nothing of this task's to say
+    if record.state == BuildState.SUCCEEDED:
+        return None
+    error = record.error or {}
+    return BuildDidNotSucceed(
+        f"build {record.id} {record.state} ({record.failure or 'unknown'}): "
+        f"{error.get('message', '')}"[:500]
+    )
 
 
 def make_runner(settings: Settings) -> BuildRunner:
@@ -86,7 +107,7 @@ def make_worker_app(settings: Settings, runner: BuildRunner) -> tuple[Celery, In
     tester = SmokeTester(settings, runner.ledger, runner.engine)
     callbacks = make_callback_sender(settings, runner.ledger)
 
-    @app.task(name=RUN_BUILD_TASK)
+    @app.task(name=RUN_BUILD_TASK, throws=(BuildDidNotSucceed,))
     def run_build(build_id: str) -> None:
         try:
             runner.run(build_id)
@@ -103,12 +124,16 @@ def make_worker_app(settings: Settings, runner: BuildRunner) -> tuple[Celery, In
         try:
             groups.advance_groups_of(build_id)
             callbacks.deliver_due(build_id=build_id)
+            failed = outcome_of(runner.ledger.get(build_id), settings.worker_name)
         except FarmError as exc:
             logger.warning(
                 "build=%s: groups or callbacks left to the sweep: %s",
                 build_id,
                 exc.message,
             )
+            return
+        if failed is not None:
+            raise failed
 
     @app.task(name=SMOKE_GROUP_TASK)
     def smoke_group(group_id: str) -> None:
@@ -188,6 +213,7 @@ def start_housekeeping(
                     engine=engine,
                     disk=dict(disk),
                     holding=held_builds(),
+                    running=runner.running_ids(),
                 )
             if stop.wait(WORKER_BEAT_SECONDS):
                 return

@@ -4,16 +4,22 @@ builds' states and however the spans fall."""
 
 from __future__ import annotations
 
+import time
+import uuid
 from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
 
 import pytest
+import redis
 from sqlalchemy import update
 
 from farm.errors import StoreUnavailable
 from farm.ledger import BuildLedger
-from farm.metrics import BuildFigures, SettledFigures
+from farm.livestate import LiveState
+from farm.metrics import BuildFigures, FarmCollector, SettledFigures
 from farm.models import Build, BuildStage, BuildState
 from tests.farm.test_ledger import SOURCE, make_ledger, parse_spec
+from tests.farm.test_livestate_nodes import beat_at
 
 NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
 
@@ -130,3 +136,31 @@ def test_a_build_handed_back_to_the_queue_keeps_its_first_wait(tmp_path):
     again = BuildFigures.read(ledger, None, None).histograms["farm_build_wait_seconds"]
     assert first == queued == again  # counted once, with the same wait, throughout
     assert ledger.get(build.id).wait_seconds == wait
+
+
+@pytest.mark.integration
+def test_a_node_up_counts_what_it_runs_and_one_down_what_it_left(tmp_path, redis_url):
+    """A node that crashed and came back under its name runs one build; the two it
+    ran before are still recorded as running until a sweep hands them back. A
+    node that is down has said nothing lately: its recorded builds are shown."""
+    ledger = make_ledger(tmp_path)
+    client = redis.Redis.from_url(redis_url)
+    live = LiveState(client)
+    back, gone = (f"{name}-{uuid.uuid4().hex[:6]}" for name in ("back", "gone"))
+    for node in (back, back, back, gone, gone):
+        build = ledger.create(parse_spec({}, SOURCE), queue="q")
+        ledger.claim(build.id, worker=node)
+    live.beat_worker(back, queues=["q"], slots=2, running=["the-one-it-runs"])
+    beat_at(live, gone, time.time() - 120)
+    service = SimpleNamespace(ledger=ledger, live=live, queues=["q"], queue=None)
+    try:
+        families = {family.name: family for family in FarmCollector(service)._nodes()}
+    finally:
+        for node in (back, gone):
+            live.leave(node)
+        client.close()
+    running = {
+        sample.labels["node"]: sample.value
+        for sample in families["farm_node_builds_running"].samples
+    }
+    assert (running[back], running[gone]) == (1, 2)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
+import subprocess
 import tarfile
 import threading
 import time
@@ -219,6 +221,55 @@ def test_two_stage_build_succeeds_and_its_rebuild_is_cached(
         assert steps[run].cached is cached
         assert steps[copy].cached is cached
     assert engine.image_size(tag) > 0
+
+
+SI_UNITS = {"B": 1, "kB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12}
+
+
+def build_cache_docker_shows(engine_url: str) -> float:
+    """The build cache size `docker system df` prints (4 significant digits)."""
+    for _ in range(20):
+        done = subprocess.run(
+            ["docker", "-H", engine_url, "system", "df", "--format", "{{json .}}"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        if "already running" not in done.stderr:  # the node's own measurement
+            break
+        time.sleep(0.5)
+    assert done.returncode == 0, done.stderr
+    rows = [json.loads(line) for line in done.stdout.splitlines()]
+    (size,) = [row["Size"] for row in rows if row["Type"] == "Build Cache"]
+    number, unit = re.fullmatch(r"([\d.]+)\s*([kMGT]?B)", size).groups()
+    return float(number) * SI_UNITS[unit]
+
+
+@pytest.mark.integration
+def test_the_build_cache_size_is_the_one_docker_system_df_shows(
+    engine: EngineClient,
+    engine_url: str,
+    tiny_image: str,
+    new_tag: Callable[[str], str],
+    tmp_path: Path,
+) -> None:
+    # The final image shares the copied layer with the build cache: counted once.
+    dockerfile = (
+        f"FROM {tiny_image} AS build\n"
+        f"RUN head -c 2000000 /dev/urandom > /blob && echo {uuid.uuid4().hex}\n"
+        f"FROM {tiny_image}\n"
+        "COPY --from=build /blob /blob\n"
+    )
+    build(engine, write_context(tmp_path, dockerfile, {}), new_tag("farm-test/df"))
+    for _ in range(20):
+        try:
+            ours = engine.disk_usage()["build_cache_bytes"]
+            break
+        except EngineError as exc:
+            assert "already running" in exc.message
+            time.sleep(0.5)
+    shown = build_cache_docker_shows(engine_url)
+    assert ours == pytest.approx(shown, rel=1e-3, abs=1000), (ours, shown)
 
 
 @pytest.mark.integration
