@@ -582,13 +582,21 @@ class BuildLedger:
     def record_commit(self, build_id: str, commit: str) -> None:
         self._update(build_id, git_commit=commit)
 
-    def record_steps(self, build_id: str, steps: list[dict[str, Any]]) -> None:
+    def record_steps(
+        self, build_id: str, steps: list[dict[str, Any]], *, attempt: int | None = None
+    ) -> None:
         """Keep the steps, counting those that build something and how many of those
         came from cache (BuildKit never reports a FROM as cached: it only names the
-        base image, so it is listed but not counted)."""
+        base image, so it is listed but not counted).
+
+        With ``attempt``, only while that attempt still runs the build: one that was
+        handed on must not overwrite the steps of the attempt that holds it now, or
+        of the one that ended it."""
         counted = [step for step in steps if counts_as_build_step(step)]
+        held = [Build.state == BuildState.RUNNING, Build.attempts == attempt]
         self._update(
             build_id,
+            *(held if attempt is not None else []),
             steps=steps,
             steps_total=len(counted),
             steps_cached=sum(1 for step in counted if step.get("cached")),
@@ -599,9 +607,12 @@ class BuildLedger:
             ),
         )
 
-    def _update(self, build_id: str, **values: Any) -> None:
+    def _update(
+        self, build_id: str, *conditions: ColumnElement[bool], **values: Any
+    ) -> None:
+        query = update(Build).where(Build.id == build_id, *conditions)
         with self._session() as session:
-            session.execute(update(Build).where(Build.id == build_id).values(**values))
+            session.execute(query.values(**values))
 
     def finish(
         self,
@@ -663,7 +674,7 @@ class BuildLedger:
                     Build.state == BuildState.RUNNING,
                     Build.attempts == attempt,
                 )
-                .values(state=BuildState.QUEUED, worker=None)
+                .values(state=BuildState.QUEUED, worker=None, requeued_at=utcnow())
             )
             return bool(getattr(result, "rowcount", 0))
 
@@ -695,9 +706,23 @@ class BuildLedger:
             log = session.get(BuildLog, build_id)
             return log.text if log else None
 
-    def record_stages(self, build_id: str, stages: Sequence[BuildStage]) -> None:
-        """Keep how long each stage of a succeeded build took."""
+    def record_stages(
+        self,
+        build_id: str,
+        stages: Sequence[BuildStage],
+        *,
+        attempt: int | None = None,
+    ) -> None:
+        """Keep how long each stage of a succeeded build took; with ``attempt``,
+        only while that attempt still runs the build (see :meth:`record_steps`)."""
         with self._session() as session:
+            if attempt is not None:
+                build = session.get(Build, build_id, with_for_update=True)
+                if build is None or (build.state, build.attempts) != (
+                    BuildState.RUNNING,
+                    attempt,
+                ):
+                    return
             for stage in stages:
                 stage.build_id = build_id
                 session.merge(stage)
@@ -757,11 +782,11 @@ class BuildLedger:
 
     def waiting(self) -> list[tuple[str, str, int, datetime]]:
         """Per queue and priority: how many builds wait to start and since when
-        the oldest has waited."""
+        the oldest has waited: since it was submitted, or handed back to the
+        queue after it started (what it waited before that is in its history)."""
+        entered = func.coalesce(Build.requeued_at, Build.created_at)
         query = (
-            select(
-                Build.queue, Build.priority, func.count(), func.min(Build.created_at)
-            )
+            select(Build.queue, Build.priority, func.count(), func.min(entered))
             .where(Build.state == BuildState.QUEUED)
             .group_by(Build.queue, Build.priority)
         )

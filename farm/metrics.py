@@ -287,7 +287,8 @@ class FarmCollector(Collector):
         )
         oldest = GaugeMetricFamily(
             "farm_queue_oldest_wait_seconds",
-            "How long the oldest build waiting in a queue has waited.",
+            "How long the build waiting longest in a queue has waited, since it was "
+            "submitted or handed back to the queue.",
             labels=["queue"],
         )
         demand = GaugeMetricFamily(

@@ -40,8 +40,11 @@ class Scrape:
         assert found, f"no sample {name} {labels}"
         return sum(found)
 
-    def names(self) -> set[str]:
-        return {name for name, _, _ in self.samples}
+    def has(self, name: str, **labels: str) -> bool:
+        return any(
+            sample == name and labels.items() <= their.items()
+            for sample, their, _ in self.samples
+        )
 
 
 def submit(farm, folder: Path, dockerfile: str, **fields: str) -> str:
@@ -75,7 +78,8 @@ def test_builds_stages_cache_images_and_nodes_are_reported(farm, tiny_image, tmp
     assert again["steps_cached"] == again["steps_total"] == 2
     after = Scrape(farm.web_url)
     deadline = time.monotonic() + 30
-    while "farm_node_disk_free_bytes" not in after.names():  # measured each minute
+    # Measured each minute; other tests' nodes may have figures already.
+    while not after.has("farm_node_build_cache_bytes", node="node-a"):
         assert time.monotonic() < deadline, "no disk figures from node-a"
         time.sleep(1)
         after = Scrape(farm.web_url)
@@ -213,6 +217,25 @@ def test_celery_task_events_are_sent_for_flower(farm, tiny_image, tmp_path):
         broken_id = submit(farm, tmp_path, f"FROM {tiny_image}\nRUN exit 7\n")
         assert farm.wait_for(build_id)["state"] == "succeeded"
         assert farm.wait_for(broken_id)["state"] == "failed"
+        # Both slots busy, a third build is cancelled while it waits: its task
+        # finds it cancelled, and ends failed too.
+        sleepers = [
+            submit(farm, tmp_path, f"FROM {tiny_image}\nRUN sleep 6 # {n}\n")
+            for n in range(2)
+        ]
+        started = time.monotonic() + 30
+        while any(
+            farm.http.get(farm.api(f"/builds/{one}"), timeout=10).json()["state"]
+            != "running"
+            for one in sleepers
+        ):
+            assert time.monotonic() < started, "the sleepers never both ran"
+            time.sleep(0.3)
+        waiting_id = submit(farm, tmp_path, f"FROM {tiny_image}\nRUN echo late\n")
+        farm.http.post(farm.api(f"/builds/{waiting_id}/cancel"), timeout=10)
+        assert farm.wait_for(waiting_id)["state"] == "cancelled"
+        for one in sleepers:
+            assert farm.wait_for(one)["state"] == "succeeded"
 
         def events_of(some_id: str) -> tuple[set[str], list[dict]]:
             mine = [e for e in seen if some_id in str(e.get("args", ""))]
@@ -224,8 +247,11 @@ def test_celery_task_events_are_sent_for_flower(farm, tiny_image, tmp_path):
         while time.monotonic() < deadline:
             kinds, ended = events_of(build_id)
             _, broken = events_of(broken_id)
+            _, cancelled = events_of(waiting_id)
             finals = {e["type"] for e in ended} | {e["type"] for e in broken}
-            if {"task-succeeded", "task-failed"} <= finals:
+            if {"task-succeeded", "task-failed"} <= finals and "task-failed" in {
+                e["type"] for e in cancelled
+            }:
                 break
             time.sleep(0.5)
         receiver.should_stop = True
@@ -236,3 +262,5 @@ def test_celery_task_events_are_sent_for_flower(farm, tiny_image, tmp_path):
     (failure,) = [e for e in broken if e["type"] == "task-failed"]
     assert f"build {broken_id} failed (dockerfile)" in failure["exception"]
     assert "task-succeeded" not in {e["type"] for e in broken}
+    (failure,) = [e for e in cancelled if e["type"] == "task-failed"]
+    assert f"build {waiting_id} cancelled (cancelled)" in failure["exception"]

@@ -317,7 +317,9 @@ class BuildRunner:
                 on_log=log.write,
                 redact=log.redactor.text,
             )
-            saver = StepSaver(self.ledger, build.id, progress, log.redactor)
+            saver = StepSaver(
+                self.ledger, build.id, build.attempts, progress, log.redactor
+            )
             progress.on_log = saver.wrap(log.write)
             with make_context_tar(
                 source.context_dir, dockerfile=source.dockerfile
@@ -341,6 +343,7 @@ class BuildRunner:
                     stage_timings(
                         progress.steps, final=_final_stage(source, build.target)
                     ),
+                    attempt=build.attempts,
                 )
                 self.ledger.finish(
                     build.id,
@@ -433,7 +436,7 @@ class BuildRunner:
             else ["Build cancelled."]
         )
         steps = _steps_as_dicts(progress, log.redactor)
-        self.ledger.record_steps(build.id, steps)
+        self.ledger.record_steps(build.id, steps, attempt=build.attempts)
         self.ledger.finish(
             build.id, state, log_text=log.text(), attempt=build.attempts, error=error
         )
@@ -662,17 +665,20 @@ def local_name(build_id: str) -> str:
 
 
 class StepSaver:
-    """Saves a running build's steps to the ledger every few seconds."""
+    """Saves a running build's steps to the ledger every few seconds, while its
+    attempt still holds the build."""
 
     def __init__(
         self,
         ledger: BuildLedger,
         build_id: str,
+        attempt: int,
         progress: BuildProgress,
         redactor: Redactor,
     ) -> None:
         self.ledger = ledger
         self.build_id = build_id
+        self.attempt = attempt
         self.progress = progress
         self.redactor = redactor
         self.saved_at = 0.0
@@ -688,7 +694,9 @@ class StepSaver:
     def save(self) -> None:
         self.saved_at = time.monotonic()
         self.ledger.record_steps(
-            self.build_id, _steps_as_dicts(self.progress, self.redactor)
+            self.build_id,
+            _steps_as_dicts(self.progress, self.redactor),
+            attempt=self.attempt,
         )
 
 

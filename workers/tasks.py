@@ -50,11 +50,12 @@ class BuildDidNotSucceed(Exception):
     success (Celery acknowledges a late-acked task that raised)."""
 
 
-def outcome_of(record: Build, worker: str) -> BuildDidNotSucceed | None:
-    """What the task reports of a build it ran, if it did not succeed here."""
-    if record.worker != worker or record.state not in FINAL_STATES:
-        return None  # not run here, or handed on: nothing of this task's to say
-    if record.state == BuildState.SUCCEEDED:
+def outcome_of(record: Build) -> BuildDidNotSucceed | None:
+    """What the task reports of its build once done with it: a failure if the build
+    ended without success, whoever ended it (this node, a person cancelling it
+    while it waited, a sweep after its node died); nothing while another node
+    still runs it."""
+    if record.state not in FINAL_STATES or record.state == BuildState.SUCCEEDED:
         return None
     error = record.error or {}
     return BuildDidNotSucceed(
@@ -124,7 +125,7 @@ def make_worker_app(settings: Settings, runner: BuildRunner) -> tuple[Celery, In
         try:
             groups.advance_groups_of(build_id)
             callbacks.deliver_due(build_id=build_id)
-            failed = outcome_of(runner.ledger.get(build_id), settings.worker_name)
+            failed = outcome_of(runner.ledger.get(build_id))
         except FarmError as exc:
             logger.warning(
                 "build=%s: groups or callbacks left to the sweep: %s",

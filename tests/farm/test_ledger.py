@@ -1,8 +1,10 @@
-from sqlalchemy import text
+from datetime import timedelta
+
+from sqlalchemy import text, update
 
 from farm.buildspec import GitSource, parse_spec
 from farm.ledger import BuildLedger, as_utc
-from farm.models import BuildStage, BuildState
+from farm.models import Build, BuildStage, BuildState
 
 SOURCE = GitSource(url="https://git.example.org/app.git", ref="main")
 
@@ -194,3 +196,50 @@ def test_builds_that_ended_before_failure_kinds_get_theirs(tmp_path):
         "none",
         "source",
     )
+
+
+def test_an_attempt_handed_on_records_no_steps_or_stage_times(tmp_path):
+    ledger = make_ledger(tmp_path)
+    build = ledger.create(parse_spec({}, SOURCE), queue="builds")
+    ledger.claim(build.id, worker="a")
+    assert ledger.requeue(build.id, attempt=1)
+    ledger.claim(build.id, worker="b")
+    cached = [{"name": "RUN a", "internal": False, "cached": True}]
+    ledger.record_steps(build.id, cached, attempt=2)
+    ledger.record_stages(
+        build.id,
+        [BuildStage(stage="app", role="final", duration_seconds=1.0)],
+        attempt=2,
+    )
+    ledger.finish(build.id, BuildState.SUCCEEDED, attempt=2)
+
+    # The first attempt wakes up late and reports what it had seen.
+    ran = [{"name": "RUN a", "internal": False, "started_at": "x", "cached": False}]
+    ledger.record_steps(build.id, ran, attempt=1)
+    ledger.record_stages(
+        build.id,
+        [BuildStage(stage="app", role="final", duration_seconds=30.0)],
+        attempt=1,
+    )
+    kept = ledger.get(build.id)
+    assert (kept.steps, kept.steps_cached, kept.steps_run) == (cached, 1, 0)
+    assert ledger.step_totals() == (0, 1)
+    stages = ledger.histogram("stage_seconds", [5.0], states=["succeeded"], by="role")
+    assert stages == {"final": ([1], 1, 1)}
+
+
+def test_a_build_handed_back_waits_from_its_hand_back(tmp_path):
+    ledger = make_ledger(tmp_path)
+    build = ledger.create(parse_spec({}, SOURCE), queue="builds")
+    hour_ago = as_utc(ledger.get(build.id).created_at) - timedelta(hours=1)
+    with ledger.engine.begin() as connection:
+        connection.execute(
+            update(Build).where(Build.id == build.id).values(created_at=hour_ago)
+        )
+    ((_, _, _, since),) = ledger.waiting()
+    assert as_utc(since) == hour_ago  # waiting since it was submitted
+    ledger.claim(build.id, worker="a")
+    assert ledger.requeue(build.id, attempt=1)
+    ((queue, _, count, since),) = ledger.waiting()
+    assert (queue, count) == ("builds", 1)
+    assert as_utc(since) > hour_ago + timedelta(minutes=59)  # since its hand-back
