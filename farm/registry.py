@@ -66,16 +66,7 @@ class RegistryClient:
     def digest(self, reference: str) -> str | None:
         """The manifest digest ``reference`` points at, or None if there is none."""
         host, name, tag = split_reference(reference)
-        try:
-            found = self.session.head(
-                f"{self.base_url}/{name}/manifests/{tag}",
-                headers={"Accept": MANIFEST_TYPES},
-                timeout=self.timeout_seconds,
-            )
-        except requests.RequestException as exc:
-            raise StoreUnavailable(
-                f"The registry {self.address} could not be reached: {exc}"
-            ) from exc
+        found = self._manifests("HEAD", name, tag)
         if found.status_code != 200:
             return None
         return found.headers.get("Docker-Content-Digest")
@@ -91,9 +82,11 @@ class RegistryClient:
         parts = [manifest.get("config") or {}, *(manifest.get("layers") or [])]
         return sum(int(part.get("size") or 0) for part in parts)
 
-    def _manifest(self, name: str, reference: str) -> dict[str, Any] | None:
+    def _manifests(self, method: str, name: str, reference: str) -> requests.Response:
+        """``method`` on the manifest ``name:reference`` (a tag or a digest)."""
         try:
-            found = self.session.get(
+            return self.session.request(
+                method,
                 f"{self.base_url}/{name}/manifests/{reference}",
                 headers={"Accept": MANIFEST_TYPES},
                 timeout=self.timeout_seconds,
@@ -102,6 +95,9 @@ class RegistryClient:
             raise StoreUnavailable(
                 f"The registry {self.address} could not be reached: {exc}"
             ) from exc
+
+    def _manifest(self, name: str, reference: str) -> dict[str, Any] | None:
+        found = self._manifests("GET", name, reference)
         if found.status_code != 200:
             return None
         try:
@@ -118,15 +114,7 @@ class RegistryClient:
         The registry frees the blobs on its next garbage collection (``registry
         garbage-collect``), which runs outside the farm.
         """
-        try:
-            deleted = self.session.delete(
-                f"{self.base_url}/{name}/manifests/{digest}",
-                timeout=self.timeout_seconds,
-            )
-        except requests.RequestException as exc:
-            raise StoreUnavailable(
-                f"The registry {self.address} could not be reached: {exc}"
-            ) from exc
+        deleted = self._manifests("DELETE", name, digest)
         if deleted.status_code not in (202, 404):
             raise StoreUnavailable(
                 f"The registry refused to delete {name}@{digest}: HTTP "

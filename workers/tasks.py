@@ -57,11 +57,9 @@ def outcome_of(record: Build) -> BuildDidNotSucceed | None:
     still runs it."""
     if record.state not in FINAL_STATES or record.state == BuildState.SUCCEEDED:
         return None
-    error = record.error or {}
-    return BuildDidNotSucceed(
-        f"build {record.id} {record.state} ({record.failure or 'unknown'}): "
-        f"{error.get('message', '')}"[:500]
-    )
+    said = (record.error or {}).get("message")
+    reason = f"build {record.id} {record.state} ({record.failure or 'unknown'})"
+    return BuildDidNotSucceed(f"{reason}: {said}"[:500] if said else reason)
 
 
 def make_runner(settings: Settings) -> BuildRunner:
