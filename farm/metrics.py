@@ -30,7 +30,8 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from farm.errors import FAILURE_KINDS, FarmError
-from farm.models import FINAL_STATES, BuildState
+from farm.ledger import ENDED
+from farm.models import BuildState
 from farm.queue import PRIORITIES
 
 if TYPE_CHECKING:
@@ -47,7 +48,6 @@ SIZE_BUCKETS_BYTES = tuple(float(2**n * 1024**2) for n in range(0, 14, 1))  # 1M
 
 STAGE_ROLES = ("final", "builder")
 FAILURES = ("none", *sorted(set(FAILURE_KINDS.values()) | {"infrastructure"}))
-ENDED = [state.value for state in FINAL_STATES]
 
 Family = Callable[[], Iterator[Metric]]
 # Per label: cumulative counts per bucket, the count of all, and the sum in the
