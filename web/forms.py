@@ -9,6 +9,7 @@ from flask_wtf.file import FileField
 from wtforms import (
     PasswordField,
     RadioField,
+    SelectChoice,
     SelectField,
     StringField,
     TextAreaField,
@@ -25,7 +26,10 @@ class SubmitBuildForm(FlaskForm):
 
     source = RadioField(
         "Source",
-        choices=[("git", "Git repository"), ("archive", "Upload a .tar.gz")],
+        choices=[
+            SelectChoice("git", "Git repository"),
+            SelectChoice("archive", "Upload a .tar.gz"),
+        ],
         default="git",
     )
     git_url = StringField("Repository URL")
@@ -41,7 +45,10 @@ class SubmitBuildForm(FlaskForm):
     queue = SelectField("Queue")
     priority = RadioField(
         "Priority",
-        choices=[("normal", "Normal"), ("urgent", "Urgent: ahead of normal builds")],
+        choices=[
+            SelectChoice("normal", "Normal"),
+            SelectChoice("urgent", "Urgent: ahead of normal builds"),
+        ],
         default="normal",
     )
 

@@ -13,6 +13,7 @@ from flask import (
     request,
     url_for,
 )
+from wtforms import SelectChoice
 
 from farm.builds import BuildService, Submission, describe_build
 from farm.errors import InvalidRequest
@@ -71,7 +72,7 @@ def list_builds() -> Any:
 @blueprint.route("/builds/new", methods=["GET", "POST"])
 def submit_build() -> Any:
     form = SubmitBuildForm()
-    form.queue.choices = [(name, name) for name in service().queues]
+    form.queue.choices = [SelectChoice(name) for name in service().queues]
     if not form.validate_on_submit():
         if request.method == "GET":
             return render_template("submit.html", form=form)

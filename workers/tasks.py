@@ -34,6 +34,7 @@ from workers.reaper import LostBuildReaper
 from workers.retention import CacheRetention, RetentionPolicy
 from workers.runner import BuildRunner
 from workers.smoke import SmokeTester
+from workers.stop_signals import OneStopSignalAtATime, guard_celery_stop_signals
 
 logger = logging.getLogger(__name__)
 
@@ -335,7 +336,9 @@ def wait_for_engine(settings: Settings, runner: BuildRunner) -> None:
         time.sleep(WORKER_BEAT_SECONDS)
 
 
-def leave_on_stop_signals(settings: Settings, runner: BuildRunner) -> None:
+def leave_on_stop_signals(
+    settings: Settings, runner: BuildRunner, guard: OneStopSignalAtATime
+) -> None:
     """Until Celery puts in its own handlers, TERM or INT leave the node list and
     exit at once: no build has been taken yet."""
 
@@ -346,17 +349,20 @@ def leave_on_stop_signals(settings: Settings, runner: BuildRunner) -> None:
 
     signal.signal(signal.SIGTERM, leave_now)
     signal.signal(signal.SIGINT, leave_now)
+    guard.install()
 
 
 def run_worker(settings: Settings) -> None:
     """Run a Celery worker for this node: threads, one per concurrent build."""
     runner = make_runner(settings)
-    leave_on_stop_signals(settings, runner)
+    guard = OneStopSignalAtATime()
+    leave_on_stop_signals(settings, runner, guard)
     runner.clear_workspaces()
     wait_for_engine(settings, runner)
     SmokeTester(settings, runner.ledger, runner.engine).clear_leftovers()
     fetch_missing_base_images(settings)
     app, intake = make_worker_app(settings, runner)
+    guard_celery_stop_signals(app, guard)
     start_housekeeping(settings, runner, app, intake)
     logger.info(
         "worker=%s engine=%s: starting with %d slots",

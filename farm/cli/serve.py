@@ -148,10 +148,12 @@ def supervise(argv: list[str]) -> int:
     stopping = threading.Event()
     child: subprocess.Popen[bytes] | None = None
 
-    def stop(signum: int, _frame: object) -> None:
+    def stop(_signum: int, _frame: object) -> None:
+        # Always TERM, a warm stop: after Ctrl-C the child has its own INT from
+        # the terminal, and a second INT would tell Celery to stop cold.
         stopping.set()
         if child is not None and child.poll() is None:
-            child.send_signal(signum)
+            child.send_signal(signal.SIGTERM)
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)

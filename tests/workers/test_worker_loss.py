@@ -149,6 +149,51 @@ def test_a_worker_stopped_on_purpose_leaves_the_node_list(two_node_farm):
     assert node_states(two_node_farm).get(name) is True
     node.stop()  # SIGTERM: the worker finishes what it runs, then leaves
     assert name not in node_states(two_node_farm)
+    assert node.popen is not None and node.popen.returncode == 0
+
+
+def test_a_worker_sent_many_stop_signals_at_once_still_leaves(
+    two_node_farm, tiny_image
+):
+    """TERM to a process group reaches the worker twice (once more from its
+    supervisor); a stop signal that comes while another is being handled must
+    not hang the worker. Here a flood of them, while it runs a build."""
+    for other in two_node_farm.processes:  # the build must go to this one
+        if other.name.startswith("worker-"):
+            other.stop()
+    engine = two_node_farm.nodes[0].engine
+    node = two_node_farm.start_worker(Node("node-storm", engine))
+    http = two_node_farm.api_session()
+    api = f"{two_node_farm.web_url}/api/v1/builds"
+    build_id = http.post(
+        api,
+        timeout=30,
+        files={
+            "archive": ("s.tar.gz", slow_source(tiny_image, f"storm-{time.time_ns()}"))
+        },
+    ).json()["id"]
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        build = http.get(f"{api}/{build_id}", timeout=10).json()
+        if build["state"] == "running":
+            break
+        time.sleep(0.2)
+    assert build["state"] == "running" and build["worker"] == "node-storm"
+    assert node.pid is not None
+    (worker,) = children(node.pid)
+
+    # For 2 s, as fast as they go: many arrive while others are being handled.
+    # The build (6 s) keeps the worker from exiting meanwhile.
+    flood_until = time.monotonic() + 2
+    while time.monotonic() < flood_until:
+        os.kill(worker, signal.SIGTERM)
+    assert "node-storm" not in node_states(two_node_farm)
+
+    assert node.popen is not None
+    node.popen.wait(timeout=60)  # after the build, as for one TERM
+    assert node.popen.returncode == 0
+    build = http.get(f"{api}/{build_id}", timeout=10).json()
+    assert build["state"] == "succeeded" and build["attempts"] == 1
 
 
 def test_a_worker_stopped_while_waiting_for_its_engine_leaves_the_node_list(
