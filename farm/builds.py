@@ -407,7 +407,8 @@ class BuildService:
         }
 
     def nodes(self) -> list[dict[str, Any]]:
-        """The nodes that beat within a day: whether each is up, queues served,
+        """The nodes that beat within a day: whether each is up and whether it is
+        draining (stopping, taking no new build), queues served,
         build slots, the builds it is running, its engine's health and disk, its
         last beat, and its last cache retention report."""
         building: dict[str, list[str]] = {}
@@ -417,6 +418,7 @@ class BuildService:
             {
                 "name": name,
                 "up": info["up"],
+                "draining": bool(info.get("draining")),
                 "queues": info.get("queues", []),
                 "slots": info.get("slots"),
                 "running": len(building.get(name, [])),

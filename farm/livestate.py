@@ -117,14 +117,17 @@ class LiveState:
         disk: dict[str, int] | None = None,
         holding: Sequence[str] = (),
         running: Sequence[str] = (),
+        draining: bool = False,
     ) -> None:
         """Say that worker ``name`` is up, which queues it serves, how many builds
         it runs at once, how its engine answered ("ok" or what went wrong), which
         builds' messages it holds (received, not yet ended), which builds it runs
-        now and, when known, its engine's disk: ``free_bytes``, ``size_bytes`` and
-        ``build_cache_bytes``."""
+        now, whether it is draining (stopping: it takes no new build and lets its
+        running ones finish) and, when known, its engine's disk: ``free_bytes``,
+        ``size_bytes`` and ``build_cache_bytes``."""
         info = {"queues": queues, "slots": slots, "engine": engine}
         info |= {"disk": disk or {}, "holding": list(holding), "running": list(running)}
+        info["draining"] = draining
         info["beat_at"] = time.time()
         try:
             self.client.hset(NODES_KEY, name, json.dumps(info))
@@ -132,7 +135,8 @@ class LiveState:
             logger.warning("worker=%s: heartbeat not sent (Redis down)", name)
 
     def leave(self, name: str) -> None:
-        """Forget worker ``name`` at once: it stopped on purpose, it is not down."""
+        """Forget worker ``name`` at once: it stopped on purpose (and its builds
+        ended or went back to the queue), it is not down."""
         try:
             self.client.hdel(NODES_KEY, name)
         except redis.RedisError:
@@ -158,8 +162,13 @@ class LiveState:
         return dict(sorted(found.items()))
 
     def workers(self) -> dict[str, dict[str, Any]]:
-        """The workers that are up, each with its queues and slots."""
-        return {name: info for name, info in self.nodes().items() if info["up"]}
+        """The workers that are up and take builds (not draining), each with its
+        queues and slots."""
+        return {
+            name: info
+            for name, info in self.nodes().items()
+            if info["up"] and not info.get("draining")
+        }
 
     def mark_cache_used(self, references: Sequence[str]) -> None:
         """Note that these stage cache images were just imported or exported."""

@@ -408,6 +408,11 @@ class FarmCollector(Collector):
             "Builds a node runs now, as it says; for a node that is down, the builds "
             "still recorded as running on it, until a live node hands them back.",
         )
+        draining = gauge(
+            "farm_node_draining",
+            "Whether a node is stopping: it takes no new build and is not counted "
+            "as capacity; its running builds finish or go back to the queue.",
+        )
         engine = gauge("farm_node_engine_up", "Whether a node's Docker engine answers.")
         free = gauge(
             "farm_node_disk_free_bytes",
@@ -427,6 +432,7 @@ class FarmCollector(Collector):
         for name, info in self.live.nodes().items():
             alive = bool(info["up"])
             up.add_metric([name], 1 if alive else 0)
+            draining.add_metric([name], 1 if info.get("draining") else 0)
             slots.add_metric([name], int(info.get("slots") or 0))
             if alive and "running" in info:
                 running.add_metric([name], len(info["running"]))
@@ -444,7 +450,7 @@ class FarmCollector(Collector):
                 # The build cache is the engine's own figure: none while it is down.
                 if key in disk and (key != "build_cache_bytes" or (alive and answers)):
                     family.add_metric([name], int(disk[key]))
-        yield from (up, slots, running, engine, free, size, cache)
+        yield from (up, draining, slots, running, engine, free, size, cache)
 
 
 def _bound(bucket: float) -> str:

@@ -104,6 +104,7 @@ def test_builds_stages_cache_images_and_nodes_are_reported(farm, tiny_image, tmp
     node = {"node": "node-a"}
     assert after.value("farm_node_up", **node) == 1
     assert after.value("farm_node_engine_up", **node) == 1
+    assert after.value("farm_node_draining", **node) == 0
     assert after.value("farm_node_build_slots", **node) == 2
     assert after.value("farm_node_build_cache_bytes", **node) > 0
     free = after.value("farm_node_disk_free_bytes", **node)

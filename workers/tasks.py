@@ -6,6 +6,7 @@ import logging
 import signal
 import threading
 import time
+from collections.abc import Callable
 from typing import NoReturn
 
 import docker
@@ -149,10 +150,10 @@ def make_worker_app(settings: Settings, runner: BuildRunner) -> tuple[Celery, In
 
 def start_housekeeping(
     settings: Settings, runner: BuildRunner, app: Celery, intake: Intake
-) -> None:
+) -> Callable[[], None]:
     """Once the worker consumes: beat for it (taking builds only while its engine
     answers), sweep for dead workers' builds and keep the caches in bounds, each in
-    a thread of its own."""
+    a thread of its own. Returns what to call once Celery has stopped."""
     queue = BuildQueue(app, runner.live.client)
     reaper = LostBuildReaper(
         runner.ledger,
@@ -171,10 +172,12 @@ def start_housekeeping(
             cache_image_days=settings.cache_image_days,
         ),
     )
-    stop = threading.Event()
+    stop = threading.Event()  # housekeeping other than the beat: set on leaving
+    leaving = threading.Event()  # draining: no new build, running ones go on
+    gone = threading.Event()  # left the node list: no more beats
     # Held while beating and while leaving, so no beat lands after the node left.
     beating = threading.Lock()
-    leaving = threading.Event()
+    last_engine = ["ok"]
 
     # Its own client with a short timeout: a hung engine must not stop the beats,
     # or the node would look down rather than its engine.
@@ -199,41 +202,58 @@ def start_housekeeping(
             if stop.wait(DISK_MEASURE_SECONDS):
                 return
 
+    def beat_now() -> None:
+        """Say this node is up, with its figures; the caller holds ``beating``."""
+        runner.live.beat_worker(
+            settings.worker_name,
+            queues=settings.queue_names,
+            slots=settings.worker_concurrency,
+            engine=last_engine[0],
+            disk=dict(disk),
+            holding=held_builds(),
+            running=runner.running_ids(),
+            draining=leaving.is_set(),
+        )
+
     def beat_forever() -> None:
         while True:
-            engine = engine_health()
-            intake.follow(engine)
+            last_engine[0] = engine_health()
+            if not leaving.is_set():  # a stopping worker consumes no more
+                intake.follow(last_engine[0])
             with beating:
-                if stop.is_set():
+                if gone.is_set():
                     return
-                runner.live.beat_worker(
-                    settings.worker_name,
-                    queues=settings.queue_names,
-                    slots=settings.worker_concurrency,
-                    engine=engine,
-                    disk=dict(disk),
-                    holding=held_builds(),
-                    running=runner.running_ids(),
-                )
-            if stop.wait(WORKER_BEAT_SECONDS):
+                beat_now()
+            if gone.wait(WORKER_BEAT_SECONDS):
                 return
 
     beat = threading.Thread(target=beat_forever, daemon=True, name="beat")
 
     def leave(**_: object) -> None:
-        """Stop beating and say this node left, so it does not count as down; let
-        the builds running here finish within the drain time, then hand back
-        those still running (Celery takes no new task once it is stopping).
+        """Say at once that this node is draining, so it counts neither as down
+        nor as capacity; let the builds running here finish within the drain
+        time, then hand back those still running (Celery takes no new task once
+        it is stopping). It leaves the node list when Celery has stopped.
 
         Runs in the main thread's signal handler, perhaps twice over: the
         supervisor passes its own TERM on, so the second one returns at once."""
         if leaving.is_set():
             return
         leaving.set()
+        stop.set()
         with beating:
-            stop.set()
-            runner.live.leave(settings.worker_name)
+            if not gone.is_set():
+                beat_now()
         threading.Thread(target=drain, daemon=True, name="drain").start()
+
+    def depart() -> None:
+        """Once Celery has stopped (its builds ended or went back to the queue):
+        stop beating and leave the node list, if this was a stop on purpose."""
+        if not leaving.is_set():
+            return  # it failed: the node shows as down until started again
+        with beating:
+            gone.set()
+            runner.live.leave(settings.worker_name)
 
     def drain() -> None:
         logger.info(
@@ -271,6 +291,7 @@ def start_housekeeping(
 
     worker_ready.connect(start, weak=False)
     worker_shutting_down.connect(leave, weak=False)
+    return depart
 
 
 def held_builds() -> list[str]:
@@ -363,22 +384,25 @@ def run_worker(settings: Settings) -> None:
     fetch_missing_base_images(settings)
     app, intake = make_worker_app(settings, runner)
     guard_celery_stop_signals(app, guard)
-    start_housekeeping(settings, runner, app, intake)
+    depart = start_housekeeping(settings, runner, app, intake)
     logger.info(
         "worker=%s engine=%s: starting with %d slots",
         settings.worker_name,
         settings.engine_url,
         settings.worker_concurrency,
     )
-    app.worker_main(
-        [
-            "worker",
-            "--pool=threads",
-            f"--concurrency={settings.worker_concurrency}",
-            f"--queues={','.join(settings.queue_names)}",
-            f"--hostname={worker_hostname(settings)}",
-            f"--loglevel={settings.log_level}",
-            "--without-mingle",
-            "--without-gossip",
-        ]
-    )
+    try:
+        app.worker_main(
+            [
+                "worker",
+                "--pool=threads",
+                f"--concurrency={settings.worker_concurrency}",
+                f"--queues={','.join(settings.queue_names)}",
+                f"--hostname={worker_hostname(settings)}",
+                f"--loglevel={settings.log_level}",
+                "--without-mingle",
+                "--without-gossip",
+            ]
+        )
+    finally:  # Celery exits by SystemExit, warm or cold
+        depart()

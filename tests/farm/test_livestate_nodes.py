@@ -41,3 +41,13 @@ def test_a_silent_node_is_down_then_forgotten_and_one_that_left_is_gone(live):
     assert ancient not in nodes and leaving not in nodes
     assert not live.client.hexists(NODES_KEY, ancient)
     assert fresh in live.workers() and silent not in live.workers()
+
+
+def test_a_draining_node_is_listed_up_but_takes_no_builds(live):
+    draining = f"d-{uuid.uuid4().hex[:6]}"
+    live.beat_worker(draining, queues=["q"], slots=2, running=["b1"], draining=True)
+
+    nodes = live.nodes()
+    assert nodes[draining]["up"] is True and nodes[draining]["draining"] is True
+    assert nodes[draining]["running"] == ["b1"]
+    assert draining not in live.workers()

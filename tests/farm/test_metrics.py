@@ -164,3 +164,32 @@ def test_a_node_up_counts_what_it_runs_and_one_down_what_it_left(tmp_path, redis
         for sample in families["farm_node_builds_running"].samples
     }
     assert (running[back], running[gone]) == (1, 2)
+
+
+@pytest.mark.integration
+def test_a_draining_node_is_up_but_not_capacity(tmp_path, redis_url):
+    ledger = make_ledger(tmp_path)
+    client = redis.Redis.from_url(redis_url)
+    live = LiveState(client)
+    queue = f"q-{uuid.uuid4().hex[:6]}"
+    taking, draining = (f"{name}-{uuid.uuid4().hex[:6]}" for name in ("t", "d"))
+    live.beat_worker(taking, queues=[queue], slots=2)
+    live.beat_worker(draining, queues=[queue], slots=3, running=["b"], draining=True)
+    service = SimpleNamespace(ledger=ledger, live=live, queues=[queue], queue=None)
+    try:
+        collector = FarmCollector(service)
+        families = {family.name: family for family in collector._nodes()}
+        capacity = collector._capacity()
+    finally:
+        for node in (taking, draining):
+            live.leave(node)
+        client.close()
+
+    def by_node(name: str) -> dict[str, float]:
+        return {s.labels["node"]: s.value for s in families[name].samples}
+
+    assert by_node("farm_node_up")[draining] == 1
+    flags = by_node("farm_node_draining")
+    assert (flags[taking], flags[draining]) == (0, 1)
+    assert by_node("farm_node_builds_running")[draining] == 1
+    assert {s.labels["queue"]: s.value for s in capacity.samples}[queue] == 2

@@ -77,6 +77,21 @@ def test_a_stopping_worker_finishes_short_builds_and_hands_long_ones_back(
     time.sleep(1)
     later = submit(farm, tiny_image, f"later-{stamp}", 0)
 
+    # While it drains it is listed, up and draining, not counted as capacity.
+    nodes = {
+        n["name"]: n
+        for n in farm.http.get(farm.api("/nodes"), timeout=10).json()["nodes"]
+    }
+    assert nodes["drain-a"]["up"] is True and nodes["drain-a"]["draining"] is True
+    assert long in nodes["drain-a"]["builds"]  # the short one may be done
+    metrics = farm.http.get(f"{farm.web_url}/metrics", timeout=10).text
+    assert 'farm_node_draining{node="drain-a"} 1.0' in metrics
+    assert 'farm_node_up{node="drain-a"} 1.0' in metrics
+    assert 'farm_queue_capacity_builds{queue="drain"} 0.0' in metrics
+    page = farm.http.get(f"{farm.web_url}/queues", timeout=10).text
+    row = page.split('data-node="drain-a"', 1)[1].split("</tr>", 1)[0]
+    assert ">draining</span>" in row
+
     code = worker_a.popen.wait(timeout=DRAIN_SECONDS + 60)
     exit_seconds = time.monotonic() - asked_at
     assert code == 0

@@ -187,11 +187,14 @@ def test_a_worker_sent_many_stop_signals_at_once_still_leaves(
     flood_until = time.monotonic() + 2
     while time.monotonic() < flood_until:
         os.kill(worker, signal.SIGTERM)
-    assert "node-storm" not in node_states(two_node_farm)
+    listed = http.get(f"{two_node_farm.web_url}/api/v1/nodes", timeout=10).json()
+    storm = next(n for n in listed["nodes"] if n["name"] == "node-storm")
+    assert storm["up"] and storm["draining"] and storm["builds"] == [build_id]
 
     assert node.popen is not None
     node.popen.wait(timeout=60)  # after the build, as for one TERM
     assert node.popen.returncode == 0
+    assert "node-storm" not in node_states(two_node_farm)
     build = http.get(f"{api}/{build_id}", timeout=10).json()
     assert build["state"] == "succeeded" and build["attempts"] == 1
 
