@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import logging
-import signal
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import NoReturn
 
 import docker
@@ -35,7 +35,7 @@ from workers.reaper import LostBuildReaper
 from workers.retention import CacheRetention, RetentionPolicy
 from workers.runner import BuildRunner
 from workers.smoke import SmokeTester
-from workers.stop_signals import OneStopSignalAtATime, guard_celery_stop_signals
+from workers.stop_signals import StopSignals, take_over_celery_stop_signals
 
 logger = logging.getLogger(__name__)
 
@@ -148,12 +148,20 @@ def make_worker_app(settings: Settings, runner: BuildRunner) -> tuple[Celery, In
     return app, intake
 
 
+@dataclass(frozen=True)
+class NodeStop:
+    """What a stopping worker asks of its housekeeping."""
+
+    hand_back_now: Callable[[], None]  # asked again: cut the drain short
+    depart: Callable[[], None]  # Celery has stopped: leave the node list
+
+
 def start_housekeeping(
     settings: Settings, runner: BuildRunner, app: Celery, intake: Intake
-) -> Callable[[], None]:
+) -> NodeStop:
     """Once the worker consumes: beat for it (taking builds only while its engine
     answers), sweep for dead workers' builds and keep the caches in bounds, each in
-    a thread of its own. Returns what to call once Celery has stopped."""
+    a thread of its own."""
     queue = BuildQueue(app, runner.live.client)
     reaper = LostBuildReaper(
         runner.ledger,
@@ -175,6 +183,7 @@ def start_housekeeping(
     stop = threading.Event()  # housekeeping other than the beat: set on leaving
     leaving = threading.Event()  # draining: no new build, running ones go on
     gone = threading.Event()  # left the node list: no more beats
+    hurry = threading.Event()  # stop asked again: hand running builds back now
     # Held while beating and while leaving, so no beat lands after the node left.
     beating = threading.Lock()
     last_engine = ["ok"]
@@ -262,7 +271,11 @@ def start_housekeeping(
             settings.worker_name,
             settings.drain_seconds,
         )
-        time.sleep(settings.drain_seconds)
+        if hurry.wait(settings.drain_seconds):
+            logger.warning(
+                "worker=%s: asked again to stop; handing running builds back now",
+                settings.worker_name,
+            )
         handed = runner.hand_back_all()
         if handed:
             logger.warning(
@@ -291,7 +304,7 @@ def start_housekeeping(
 
     worker_ready.connect(start, weak=False)
     worker_shutting_down.connect(leave, weak=False)
-    return depart
+    return NodeStop(hand_back_now=hurry.set, depart=depart)
 
 
 def held_builds() -> list[str]:
@@ -358,33 +371,31 @@ def wait_for_engine(settings: Settings, runner: BuildRunner) -> None:
 
 
 def leave_on_stop_signals(
-    settings: Settings, runner: BuildRunner, guard: OneStopSignalAtATime
+    settings: Settings, runner: BuildRunner, signals: StopSignals
 ) -> None:
-    """Until Celery puts in its own handlers, TERM or INT leave the node list and
-    exit at once: no build has been taken yet."""
+    """Until Celery consumes, a stop signal leaves the node list and exits at
+    once: no build has been taken yet."""
 
     def leave_now(_signum: int, _frame: object) -> NoReturn:
         runner.live.leave(settings.worker_name)
         logger.info("worker=%s: stopped before taking builds", settings.worker_name)
         raise SystemExit(0)
 
-    signal.signal(signal.SIGTERM, leave_now)
-    signal.signal(signal.SIGINT, leave_now)
-    guard.install()
+    signals.on_stop(leave_now)
 
 
 def run_worker(settings: Settings) -> None:
     """Run a Celery worker for this node: threads, one per concurrent build."""
     runner = make_runner(settings)
-    guard = OneStopSignalAtATime()
-    leave_on_stop_signals(settings, runner, guard)
+    signals = StopSignals()
+    leave_on_stop_signals(settings, runner, signals)
     runner.clear_workspaces()
     wait_for_engine(settings, runner)
     SmokeTester(settings, runner.ledger, runner.engine).clear_leftovers()
     fetch_missing_base_images(settings)
     app, intake = make_worker_app(settings, runner)
-    guard_celery_stop_signals(app, guard)
-    depart = start_housekeeping(settings, runner, app, intake)
+    stopping = start_housekeeping(settings, runner, app, intake)
+    take_over_celery_stop_signals(app, signals, stopping.hand_back_now)
     logger.info(
         "worker=%s engine=%s: starting with %d slots",
         settings.worker_name,
@@ -405,4 +416,4 @@ def run_worker(settings: Settings) -> None:
             ]
         )
     finally:  # Celery exits by SystemExit, warm or cold
-        depart()
+        stopping.depart()

@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
-import signal
-import subprocess
 import sys
-import threading
 from contextlib import suppress
 from typing import Any
 
@@ -19,10 +16,10 @@ from gunicorn.workers.gthread import ThreadWorker
 
 from farm.config import Settings
 from farm.errors import UriTooLong
+from farm.livestate import LiveState, redis_for
 
 logger = logging.getLogger(__name__)
 
-RESTART_SECONDS = 5
 # The longest request line the server reads (gunicorn's own ceiling): a longer
 # one is refused before it is all in memory.
 MAX_REQUEST_LINE_BYTES = 8190
@@ -130,40 +127,27 @@ def worker(concurrency: int | None, once: bool) -> None:
     """Run a build worker for this node's Docker engine.
 
     The worker runs in a child process that is started again 5 s after it dies on
-    its own (the broker library can give up when Redis vanishes); TERM or INT stop
-    it for good, after its builds."""
+    its own (the broker library can give up when Redis vanishes); TERM, INT, QUIT
+    or HUP stop it for good, after its builds; INT or QUIT once more hands those
+    builds back to the queue at once."""
     if once:
         from workers.tasks import run_worker
 
         run_worker(Settings.from_env(worker_concurrency=concurrency))
         return
+    from workers.supervisor import supervise
+
     argv = [sys.executable, "-m", "farm", "worker", "--once"]
     if concurrency is not None:
         argv += ["--concurrency", str(concurrency)]
-    sys.exit(supervise(argv))
+    sys.exit(supervise(argv, forget=forget_worker))
 
 
-def supervise(argv: list[str]) -> int:
-    """Run ``argv`` until it exits after a stop signal; start it again otherwise."""
-    stopping = threading.Event()
-    child: subprocess.Popen[bytes] | None = None
-
-    def stop(_signum: int, _frame: object) -> None:
-        # Always TERM, a warm stop: after Ctrl-C the child has its own INT from
-        # the terminal, and a second INT would tell Celery to stop cold.
-        stopping.set()
-        if child is not None and child.poll() is None:
-            child.send_signal(signal.SIGTERM)
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-    while True:
-        child = subprocess.Popen(argv)
-        code = child.wait()
-        if stopping.is_set() or code == 0:
-            return code
-        logger.warning(
-            "worker: exited with %s; starting it again in %ss", code, RESTART_SECONDS
-        )
-        if stopping.wait(RESTART_SECONDS):
-            return code
+def forget_worker() -> None:
+    """Take this node off the node list (its worker is not running)."""
+    settings = Settings.from_env()
+    client = redis_for(settings)
+    try:
+        LiveState(client).leave(settings.worker_name)
+    finally:
+        client.close()

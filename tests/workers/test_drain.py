@@ -4,6 +4,7 @@ drain time is up, and exits; a node that stays runs what was handed back."""
 
 from __future__ import annotations
 
+import os
 import signal
 import time
 import uuid
@@ -123,3 +124,36 @@ def test_a_stopping_worker_finishes_short_builds_and_hands_long_ones_back(
 
 def redis_url_of(farm: RunningFarm) -> str:
     return farm.stack.env()["FARM_REDIS_URL"]
+
+
+def test_ctrl_c_twice_hands_running_builds_back_at_once(
+    draining_farm, tiny_image, engine_url
+):
+    """Ctrl-C reaches the whole process group: the first stops the worker warm,
+    the second hands its running build back without waiting out the drain."""
+    farm = RunningFarm(draining_farm)
+    stamp = uuid.uuid4().hex[:8]
+    long = submit(farm, tiny_image, f"long-{stamp}", 60)
+    deadline = time.monotonic() + 90
+    while not any("started" in line for line in log_of(farm, long)):
+        assert time.monotonic() < deadline, "the build did not start on drain-a"
+        time.sleep(0.5)
+    worker_a = next(p for p in draining_farm.processes if p.name == "worker-drain-a")
+    assert worker_a.popen is not None
+
+    os.killpg(worker_a.popen.pid, signal.SIGINT)
+    time.sleep(2)
+    assert worker_a.popen.poll() is None, "one Ctrl-C stopped it before the drain"
+    os.killpg(worker_a.popen.pid, signal.SIGINT)
+    asked_at = time.monotonic()
+    code = worker_a.popen.wait(timeout=DRAIN_SECONDS + 60)
+    exit_seconds = time.monotonic() - asked_at
+    assert code == 0
+    assert exit_seconds < DRAIN_SECONDS, "it waited out the drain"
+    assert "drain-a" not in LiveState(redis.Redis.from_url(redis_url_of(farm))).nodes()
+
+    draining_farm.start_worker(Node("drain-b", engine_url.split("/")[-2]))
+    final = farm.wait_for(long, timeout_seconds=180)
+    assert final["state"] == "succeeded", final["error"]
+    assert final["worker"] == "drain-b" and final["attempts"] == 2
+    assert any("drain-a is stopping" in line for line in log_of(farm, long))

@@ -1,4 +1,5 @@
-"""Stop signals handled one at a time, so a second TERM cannot hang a worker."""
+"""How a worker answers stop signals: one warm stop, signals handled one at a
+time, and Ctrl-C twice handing the running builds back at once."""
 
 from __future__ import annotations
 
@@ -12,42 +13,40 @@ from celery import Celery
 
 from workers.stop_signals import (
     STOP_SIGNALS,
-    OneStopSignalAtATime,
-    guard_celery_stop_signals,
+    StopSignals,
+    take_over_celery_stop_signals,
 )
 
-ALL_CELERY_SETS = (*STOP_SIGNALS, signal.SIGHUP, signal.SIGUSR1)
+CELERY_SETS = (*STOP_SIGNALS, signal.SIGUSR1)
 
 
 @pytest.fixture(autouse=True)
 def handlers_restored() -> Iterator[None]:
-    before = {signum: signal.getsignal(signum) for signum in ALL_CELERY_SETS}
+    before = {signum: signal.getsignal(signum) for signum in CELERY_SETS}
     yield
     for signum, handler in before.items():
         signal.signal(signum, handler)
 
 
 def test_a_stop_signal_during_the_handling_of_another_is_dropped():
-    guard = OneStopSignalAtATime()
+    signals = StopSignals()
     calls: list[int] = []
 
     def handler(signum: int, _frame: FrameType | None) -> None:
         calls.append(signum)
         if len(calls) == 1:
-            # Python runs the handler for this one at its next instruction,
-            # inside this handler, unless it is dropped.
+            # Python runs the handlers of these at its next instruction, inside
+            # this handler, unless they are dropped.
             os.kill(os.getpid(), signal.SIGINT)
             os.kill(os.getpid(), signal.SIGTERM)
             sum(range(1000))
 
-    signal.signal(signal.SIGTERM, handler)
-    signal.signal(signal.SIGINT, handler)
-    guard.install()
+    signals.on_stop(handler)
     os.kill(os.getpid(), signal.SIGTERM)
-    assert calls == [signal.SIGTERM] and guard.dropped >= 1
+    assert calls == [signal.SIGTERM] and signals.dropped == 2
 
-    os.kill(os.getpid(), signal.SIGTERM)  # once that one was handled: as usual
-    assert calls == [signal.SIGTERM, signal.SIGTERM]
+    os.kill(os.getpid(), signal.SIGHUP)  # once that one was handled: as usual
+    assert calls == [signal.SIGTERM, signal.SIGHUP]
 
 
 def test_without_the_guard_the_second_one_runs_inside_the_first():
@@ -69,23 +68,34 @@ def test_without_the_guard_the_second_one_runs_inside_the_first():
     assert depth == [1, 2]
 
 
-def test_default_and_ignored_dispositions_are_left_alone():
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    OneStopSignalAtATime().install()
-    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
-    assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+def test_the_first_stop_signal_stops_warm_and_only_int_or_quit_again_hurry():
+    signals = StopSignals()
+    warm: list[int] = []
+    hurried: list[bool] = []
+    signals.take_over(
+        lambda signum, _frame: warm.append(signum), lambda: hurried.append(True)
+    )
+
+    os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C once
+    os.kill(os.getpid(), signal.SIGTERM)  # the supervisor passing it on
+    os.kill(os.getpid(), signal.SIGHUP)
+    assert warm == [signal.SIGINT] and hurried == []
+
+    os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C again
+    os.kill(os.getpid(), signal.SIGQUIT)
+    assert warm == [signal.SIGINT] and hurried == [True, True]
 
 
 @pytest.mark.filterwarnings("ignore:You're running the worker with superuser")
-def test_the_celery_worker_s_own_stop_handlers_are_guarded():
+def test_the_celery_worker_keeps_its_warm_stop_under_these_rules():
     app = Celery("stop-signals", broker="memory://", set_as_current=False)
-    guard = OneStopSignalAtATime()
-    guard_celery_stop_signals(app, guard)
+    signals = StopSignals()
+    hurried: list[bool] = []
+    take_over_celery_stop_signals(app, signals, lambda: hurried.append(True))
     worker = app.Worker(hostname="guarded@test", pool_cls="solo", quiet=True)
     worker.install_platform_tweaks(worker)
-    handlers = {signum: signal.getsignal(signum) for signum in STOP_SIGNALS}
-    assert {h.__wrapped__.__name__ for h in handlers.values()} == {  # type: ignore[union-attr]
-        "worker_Warm",
-        "worker_Cold",
-    }
+    for signum in STOP_SIGNALS:
+        handler = signal.getsignal(signum)
+        assert handler.__wrapped__.__name__ == "stop"  # type: ignore[union-attr]
+    assert signals.warm is not None and signals.warm.__name__ == "worker_Warm"
+    assert hurried == []

@@ -215,3 +215,36 @@ def test_a_worker_stopped_while_waiting_for_its_engine_leaves_the_node_list(
     assert node.popen is not None and node.popen.returncode == 0
     assert "node-engineless" not in node_states(two_node_farm)
     assert "stopped before taking builds" in node.log_path.read_text()
+
+
+def test_a_worker_stopped_while_waiting_to_be_started_again_leaves(two_node_farm):
+    """Its worker was killed; stopped during the pause before the next start, the
+    supervisor exits cleanly and takes the node off the list itself."""
+    engine = two_node_farm.nodes[0].engine
+    node = two_node_farm.start_worker(Node("node-between", engine))
+    deadline = time.monotonic() + 60
+    while node_states(two_node_farm).get("node-between") is not True:
+        assert time.monotonic() < deadline, "node-between never beat"
+        time.sleep(0.5)
+    assert node.pid is not None and node.popen is not None
+    (worker,) = children(node.pid)
+    os.kill(worker, signal.SIGKILL)
+    while children(node.pid) == [worker]:
+        time.sleep(0.05)
+    assert children(node.pid) == []  # waiting its 5 s to start it again
+    os.kill(node.pid, signal.SIGTERM)
+    assert node.popen.wait(timeout=30) == 0
+    assert "node-between" not in node_states(two_node_farm)
+
+
+def test_a_worker_stopped_as_it_starts_exits_cleanly(two_node_farm):
+    engine = two_node_farm.nodes[0].engine
+    node = two_node_farm.start_worker(Node("node-early", engine))
+    assert node.pid is not None and node.popen is not None
+    deadline = time.monotonic() + 30
+    while not children(node.pid):
+        assert time.monotonic() < deadline, "no worker was started"
+        time.sleep(0.01)
+    os.kill(node.pid, signal.SIGTERM)  # before the worker has handlers of its own
+    assert node.popen.wait(timeout=30) == 0
+    assert "node-early" not in node_states(two_node_farm)
