@@ -244,8 +244,8 @@ def start_housekeeping(
         time, then hand back those still running (Celery takes no new task once
         it is stopping). It leaves the node list when Celery has stopped.
 
-        Runs in the main thread's signal handler, perhaps twice over: the
-        supervisor passes its own TERM on, so the second one returns at once."""
+        Runs in the main thread, in the first stop signal's handler (later ones
+        do not reach Celery's: see ``workers.stop_signals``)."""
         if leaving.is_set():
             return
         leaving.set()
