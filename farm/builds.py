@@ -369,7 +369,10 @@ class BuildService:
             if build.queue in info.get("queues", [])
         }
         slots = sum(int(info.get("slots", 1)) for info in serving.values())
-        running = self.ledger.count_running(build.queue)
+        # The builds on those very nodes, whatever their queue: a draining node's
+        # are not held against slots it no longer offers.
+        on_node = self.ledger.count_running_by("worker")
+        running = sum(on_node.get(name, 0) for name in serving)
         ahead = (
             "It is next"
             if not position
@@ -418,7 +421,7 @@ class BuildService:
             {
                 "name": name,
                 "up": info["up"],
-                "draining": bool(info.get("draining")),
+                "draining": bool(info["up"] and info.get("draining")),
                 "queues": info.get("queues", []),
                 "slots": info.get("slots"),
                 "running": len(building.get(name, [])),

@@ -664,8 +664,16 @@ class BuildLedger:
         with self._session() as session:
             return bool(session.execute(query).scalar_one())
 
-    def requeue(self, build_id: str, *, attempt: int) -> bool:
-        """Hand a running build back to the queue if ``attempt`` still holds it."""
+    def requeue(self, build_id: str, *, attempt: int, on_purpose: bool = False) -> bool:
+        """Hand a running build back to the queue if ``attempt`` still holds it;
+        ``on_purpose``: its worker is stopping (it was not lost)."""
+        values: dict[str, Any] = {
+            "state": BuildState.QUEUED,
+            "worker": None,
+            "requeued_at": utcnow(),
+        }
+        if on_purpose:
+            values["handed_back"] = func.coalesce(Build.handed_back, 0) + 1
         with self._session() as session:
             result = session.execute(
                 update(Build)
@@ -674,7 +682,7 @@ class BuildLedger:
                     Build.state == BuildState.RUNNING,
                     Build.attempts == attempt,
                 )
-                .values(state=BuildState.QUEUED, worker=None, requeued_at=utcnow())
+                .values(**values)
             )
             return bool(getattr(result, "rowcount", 0))
 
@@ -735,13 +743,6 @@ class BuildLedger:
             return 0
         query = select(func.count()).where(
             Build.id.in_(list(build_ids)), Build.state == BuildState.QUEUED
-        )
-        with self._session() as session:
-            return int(session.execute(query).scalar_one())
-
-    def count_running(self, queue: str) -> int:
-        query = select(func.count()).where(
-            Build.state == BuildState.RUNNING, Build.queue == queue
         )
         with self._session() as session:
             return int(session.execute(query).scalar_one())

@@ -432,7 +432,7 @@ class FarmCollector(Collector):
         for name, info in self.live.nodes().items():
             alive = bool(info["up"])
             up.add_metric([name], 1 if alive else 0)
-            draining.add_metric([name], 1 if info.get("draining") else 0)
+            draining.add_metric([name], 1 if alive and info.get("draining") else 0)
             slots.add_metric([name], int(info.get("slots") or 0))
             if alive and "running" in info:
                 running.add_metric([name], len(info["running"]))

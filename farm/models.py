@@ -77,6 +77,9 @@ class Build(Base):
     finished_at: Mapped[datetime | None]
     worker: Mapped[str | None] = mapped_column(String(255))
     attempts: Mapped[int] = mapped_column(Integer, default=0)
+    # Attempts a stopping worker handed back on purpose (None: none): they do not
+    # count as lost ones.
+    handed_back: Mapped[int | None] = mapped_column(Integer)
     image_id: Mapped[str | None] = mapped_column(String(80))
     image_references: Mapped[list[str]] = mapped_column(JSON, default=list)
     image_digest: Mapped[str | None] = mapped_column(String(80))

@@ -128,12 +128,13 @@ class LostBuildReaper:
             self._end(
                 build, BuildState.CANCELLED, "cancelled", "The build was cancelled."
             )
-        elif build.attempts >= self.max_attempts:
+        elif build.attempts - (build.handed_back or 0) >= self.max_attempts:
+            lost = build.attempts - (build.handed_back or 0)
             self._end(
                 build,
                 BuildState.FAILED,
                 "worker_lost",
-                f"The build's worker stopped answering on each of "
+                f"The build's worker stopped answering on {lost} of its "
                 f"{build.attempts} attempts; it was given up.",
             )
         elif self.ledger.requeue(build.id, attempt=build.attempts):

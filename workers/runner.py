@@ -135,6 +135,8 @@ class BuildRunner:
         # Builds running here: how to stop each, and why it was stopped.
         self._running: dict[str, tuple[threading.Event, list[FarmError]]] = {}
         self._running_lock = threading.Lock()
+        # Set once this node is stopping: it starts no build after that.
+        self.stopping = threading.Event()
         self.ledger = ledger
         self.live = live
         self.engine = engine
@@ -268,7 +270,7 @@ class BuildRunner:
         """Queue an attempt stopped by :meth:`hand_back_all` again, keeping its log."""
         log.write([reason.message])
         if self.queue is None or not self.ledger.requeue(
-            build.id, attempt=build.attempts
+            build.id, attempt=build.attempts, on_purpose=True
         ):
             return  # handed on already (the reaper), or nowhere to send it
         self.queue.enqueue(

@@ -46,8 +46,12 @@ def supervise(argv: list[str], *, forget: Callable[[], None]) -> int:
             child.send_signal(signal.SIGTERM)
         code = child.wait()
         if stopping.is_set():
-            # Killed by that TERM before it could handle one: it had taken nothing.
-            return 0 if code == -signal.SIGTERM else exit_status(code)
+            if code != -signal.SIGTERM:
+                return exit_status(code)
+            # Killed by that TERM before it could handle one: it had taken nothing,
+            # but an earlier run of it, killed, may have left the node listed.
+            forget()
+            return 0
         if code == 0:
             return 0
         logger.warning(

@@ -110,6 +110,14 @@ def make_worker_app(settings: Settings, runner: BuildRunner) -> tuple[Celery, In
 
     @app.task(name=RUN_BUILD_TASK, throws=(BuildDidNotSucceed,))
     def run_build(build_id: str) -> None:
+        if runner.stopping.is_set():
+            # Received just as this node began to stop: another node runs it.
+            logger.info(
+                "build=%s worker=%s: stopping; sent back to the queue unstarted",
+                build_id,
+                settings.worker_name,
+            )
+            raise Reject("this node is stopping", requeue=True)
         try:
             runner.run(build_id)
         except EngineError as exc:
@@ -249,6 +257,7 @@ def start_housekeeping(
         if leaving.is_set():
             return
         leaving.set()
+        runner.stopping.set()
         stop.set()
         with beating:
             if not gone.is_set():

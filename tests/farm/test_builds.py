@@ -171,6 +171,19 @@ def test_a_queued_build_says_when_every_engine_serving_it_is_down(
         )
 
 
+def test_a_busy_node_is_weighed_by_its_own_builds_not_a_draining_one_s(tmp_path):
+    service = make_service(tmp_path, WaitingQueue())
+    service.live = Nodes({"a": "ok"})  # "d" is draining: not among the workers
+    for n, worker in enumerate(("a", "d", "d")):
+        url = f"https://git.example.org/running-{n}.git"
+        running = service.submit_git({}, url=url, ref="main")
+        service.ledger.claim(running.build.id, worker=worker)
+    build = service.submit_git({}, url="https://git.example.org/a.git", ref="main")
+    assert service.waiting(build.build)["reason"] == (
+        "It is next; the 1 node serving 'builds' is busy (1 of 1 build slots in use)."
+    )
+
+
 def test_stages_summarise_their_steps():
     steps = [
         {"stage": None, "internal": True, "instruction": None},

@@ -99,6 +99,21 @@ def test_a_build_silent_on_every_attempt_fails(tmp_path):
     assert queue.sent == [build_id]
 
 
+def test_attempts_handed_back_by_stopping_workers_are_not_lost_ones(tmp_path):
+    ledger, live, queue, reaper = setup(tmp_path)
+    build_id = running_build(ledger)
+    for attempt in (1, 2, 3):  # three nodes stopped on purpose in turn
+        assert ledger.requeue(build_id, attempt=attempt, on_purpose=True)
+        ledger.claim(build_id, worker=f"node-{attempt + 1}")
+    reaper.sweep(), reaper.sweep()  # the fourth node is lost: its first loss
+    assert ledger.get(build_id).state == BuildState.QUEUED
+    ledger.claim(build_id, worker="node-5")
+    reaper.sweep(), reaper.sweep()  # its second loss, with max_attempts=2
+    build = ledger.get(build_id)
+    assert build.state == BuildState.FAILED and build.error["code"] == "worker_lost"
+    assert "on 2 of its 5 attempts" in build.error["message"]
+
+
 def test_a_stale_attempt_cannot_finish_the_build(tmp_path):
     ledger, live, queue, reaper = setup(tmp_path)
     build_id = running_build(ledger)

@@ -248,3 +248,24 @@ def test_a_worker_stopped_as_it_starts_exits_cleanly(two_node_farm):
     os.kill(node.pid, signal.SIGTERM)  # before the worker has handlers of its own
     assert node.popen.wait(timeout=30) == 0
     assert "node-early" not in node_states(two_node_farm)
+
+
+def test_a_worker_stopped_as_it_starts_again_leaves(two_node_farm):
+    """Killed, started again, and stopped before the new run has handlers: the
+    node the killed run left listed is taken off."""
+    engine = two_node_farm.nodes[0].engine
+    node = two_node_farm.start_worker(Node("node-again", engine))
+    deadline = time.monotonic() + 60
+    while node_states(two_node_farm).get("node-again") is not True:
+        assert time.monotonic() < deadline, "node-again never beat"
+        time.sleep(0.5)
+    assert node.pid is not None and node.popen is not None
+    (worker,) = children(node.pid)
+    os.kill(worker, signal.SIGKILL)
+    deadline = time.monotonic() + 30
+    while children(node.pid) in ([], [worker]):
+        assert time.monotonic() < deadline, "it was not started again"
+        time.sleep(0.01)
+    os.kill(node.pid, signal.SIGTERM)
+    assert node.popen.wait(timeout=30) == 0
+    assert "node-again" not in node_states(two_node_farm)
