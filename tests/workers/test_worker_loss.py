@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from farm.local.process import ServiceProcess
 from farm.local.stack import LocalFarm, Node
 from tests.conftest import running
 
@@ -96,6 +97,19 @@ def node_states(farm: LocalFarm) -> dict[str, bool]:
     """Each listed node's name and whether it is up."""
     answer = farm.api_session().get(f"{farm.web_url}/api/v1/nodes", timeout=10)
     return {node["name"]: node["up"] for node in answer.json()["nodes"]}
+
+
+def listed_worker(farm: LocalFarm, name: str) -> tuple[ServiceProcess, int]:
+    """A new node on the farm's first engine, once it is listed up: its
+    supervising process and the worker's own process id."""
+    node = farm.start_worker(Node(name, farm.nodes[0].engine))
+    deadline = time.monotonic() + 60
+    while node_states(farm).get(name) is not True:
+        assert time.monotonic() < deadline, f"{name} never beat"
+        time.sleep(0.5)
+    assert node.pid is not None
+    (worker,) = children(node.pid)
+    return node, worker
 
 
 def children(pid: int) -> list[int]:
@@ -220,14 +234,8 @@ def test_a_worker_stopped_while_waiting_for_its_engine_leaves_the_node_list(
 def test_a_worker_stopped_while_waiting_to_be_started_again_leaves(two_node_farm):
     """Its worker was killed; stopped during the pause before the next start, the
     supervisor exits cleanly and takes the node off the list itself."""
-    engine = two_node_farm.nodes[0].engine
-    node = two_node_farm.start_worker(Node("node-between", engine))
-    deadline = time.monotonic() + 60
-    while node_states(two_node_farm).get("node-between") is not True:
-        assert time.monotonic() < deadline, "node-between never beat"
-        time.sleep(0.5)
+    node, worker = listed_worker(two_node_farm, "node-between")
     assert node.pid is not None and node.popen is not None
-    (worker,) = children(node.pid)
     os.kill(worker, signal.SIGKILL)
     while children(node.pid) == [worker]:
         time.sleep(0.05)
@@ -253,14 +261,8 @@ def test_a_worker_stopped_as_it_starts_exits_cleanly(two_node_farm):
 def test_a_worker_stopped_as_it_starts_again_leaves(two_node_farm):
     """Killed, started again, and stopped before the new run has handlers: the
     node the killed run left listed is taken off."""
-    engine = two_node_farm.nodes[0].engine
-    node = two_node_farm.start_worker(Node("node-again", engine))
-    deadline = time.monotonic() + 60
-    while node_states(two_node_farm).get("node-again") is not True:
-        assert time.monotonic() < deadline, "node-again never beat"
-        time.sleep(0.5)
+    node, worker = listed_worker(two_node_farm, "node-again")
     assert node.pid is not None and node.popen is not None
-    (worker,) = children(node.pid)
     os.kill(worker, signal.SIGKILL)
     deadline = time.monotonic() + 30
     while children(node.pid) in ([], [worker]):
